@@ -1,0 +1,71 @@
+"""Error codes of the wire protocol and the exceptions that carry them.
+
+    ChatError
+     +-- ProtocolViolation        the peer broke a rule; answered with an `error` frame carrying `code`
+     |    +-- FrameTooLarge       a declared length is over its limit (closes the connection)
+     +-- ServerError              an `error` frame received by a client (see chat.client)
+
+`CLOSING_CODES` lists the codes after which the server closes the connection (PROTOCOL.md 8).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Every `error.code` the server sends; docs/protocol.md section 7 describes each."""
+
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_TYPE = "unknown_type"
+    FRAME_TOO_LARGE = "frame_too_large"
+    NOT_LOGGED_IN = "not_logged_in"
+    ALREADY_LOGGED_IN = "already_logged_in"
+    BAD_NICK = "bad_nick"
+    NICK_TAKEN = "nick_taken"
+    AUTH_FAILED = "auth_failed"
+    PROTOCOL_MISMATCH = "protocol_mismatch"
+    SESSION_TAKEN = "session_taken"
+    BAD_ROOM = "bad_room"
+    BAD_TEXT = "bad_text"
+    NO_SUCH_ROOM = "no_such_room"
+    NOT_IN_ROOM = "not_in_room"
+    NO_SUCH_NICK = "no_such_nick"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_CLIENTS = "too_many_clients"
+    TIMEOUT = "timeout"
+    SERVER_SHUTDOWN = "server_shutdown"
+    INTERNAL_ERROR = "internal_error"
+
+
+# PROTOCOL.md 8, "Which errors close the connection". A refused login always closes, whatever its code.
+CLOSING_CODES = frozenset(
+    {
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.SESSION_TAKEN,
+        ErrorCode.TOO_MANY_CLIENTS,
+        ErrorCode.SERVER_SHUTDOWN,
+        ErrorCode.TIMEOUT,
+    }
+)
+
+
+class ChatError(Exception):
+    """Base of every exception this package raises on purpose."""
+
+
+class ProtocolViolation(ChatError):
+    """The peer sent something the protocol refuses; `code` is the error code to answer with."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref  # the request's `ref`, when it could be read, so the error frame can echo it
+
+
+class FrameTooLarge(ProtocolViolation):
+    """A frame declared a header or payload length outside the configured limits."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.FRAME_TOO_LARGE, message)

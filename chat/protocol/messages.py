@@ -1,0 +1,352 @@
+"""Typed messages: the requests a client sends and the frames a server sends, as msgspec tagged unions.
+
+Both directions tag on the JSON field `type`. Every struct also carries `type` as a class attribute, so a decoded
+frame answers `frame.type == "message"` like the wire does. `from` is a Python keyword, so `Message.sender` is
+renamed to `from` on the wire.
+
+`decode_request` turns header bytes into a request or raises ProtocolViolation with `bad_request` or `unknown_type`
+and a message that says which field was wrong (PROTOCOL.md 1 and 8, "Request errors").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Union
+
+import msgspec
+
+from chat.protocol.errors import ErrorCode, ProtocolViolation
+from chat.protocol.frames import encode_frame
+
+INT64_MAX = 2**63 - 1
+MAX_NESTING = 32  # PROTOCOL.md 8: deeper headers are bad_request
+
+Ref = Union[str, Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)]]
+MessageId = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
+ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+# --- requests: client to server ------------------------------------------------------------------------------
+
+
+class Request(msgspec.Struct, tag_field="type", kw_only=True):
+    """Base of every client request; `ref` comes back in the reply."""
+
+    type: ClassVar[str]
+    ref: Ref | None = None
+
+
+class Login(Request, tag="login", kw_only=True):
+    type: ClassVar[str] = "login"
+    nick: str
+    protocol: int
+    proof: str | None = None
+    session: str | None = None
+    since: MessageId | None = None
+
+
+class Ping(Request, tag="ping", kw_only=True):
+    """Either side may ping; the answer is a `pong` with the same `t` (any JSON value, absent stays absent)."""
+
+    type: ClassVar[str] = "ping"
+    t: Any = msgspec.UNSET
+
+
+class Pong(Request, tag="pong", kw_only=True):
+    type: ClassVar[str] = "pong"
+    t: Any = msgspec.UNSET
+
+
+class Quit(Request, tag="quit", kw_only=True):
+    type: ClassVar[str] = "quit"
+    reason: str | None = None
+
+
+class Join(Request, tag="join", kw_only=True):
+    type: ClassVar[str] = "join"
+    room: str
+    since: MessageId | None = None
+
+
+class Part(Request, tag="part", kw_only=True):
+    type: ClassVar[str] = "part"
+    room: str
+
+
+class Say(Request, tag="say", kw_only=True):
+    """A chat message to a room or (with `to`) to one nick; exactly one of the two."""
+
+    type: ClassVar[str] = "say"
+    room: str | None = None
+    to: str | None = None
+    text: str
+    cid: ClientId | None = None
+
+
+class HistoryQuery(Request, tag="history", kw_only=True):
+    """A page of stored messages of a room, of a private conversation (`to`), or of all private ones."""
+
+    type: ClassVar[str] = "history"
+    room: str | None = None
+    to: str | None = None
+    private: bool = False
+    before: MessageId | None = None
+    after: MessageId | None = None
+    limit: PageLimit | None = None
+
+
+class Who(Request, tag="who", kw_only=True):
+    type: ClassVar[str] = "who"
+    room: str
+
+
+class SetAway(Request, tag="away", kw_only=True):
+    type: ClassVar[str] = "away"
+    text: str | None = None
+
+
+class ChangeNick(Request, tag="nick", kw_only=True):
+    type: ClassVar[str] = "nick"
+    nick: str
+
+
+class ListRooms(Request, tag="rooms", kw_only=True):
+    type: ClassVar[str] = "rooms"
+
+
+ClientRequest = Union[Login, Ping, Pong, Quit, Join, Part, Say, HistoryQuery, Who, SetAway, ChangeNick, ListRooms]
+REQUEST_TYPES = frozenset(cls.type for cls in ClientRequest.__args__)  # type: ignore[attr-defined]
+_request_decoder = msgspec.json.Decoder(ClientRequest)
+
+
+def decode_request(raw: bytes) -> Request:
+    """Header bytes to a typed request; ProtocolViolation(bad_request | unknown_type) otherwise."""
+    try:
+        request: Request = _request_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _classify_bad_header(raw, exc) from None
+    if isinstance(request, Ping | Pong) and request.t is not msgspec.UNSET:
+        problem = json_value_problem(request.t, depth=2)
+        if problem is not None:
+            raise ProtocolViolation(ErrorCode.BAD_REQUEST, f"`t`: {problem}", request.ref)
+    return request
+
+
+def _classify_bad_header(raw: bytes, exc: Exception) -> ProtocolViolation:
+    """Say precisely what is wrong with a header the typed decoder refused, keeping its `ref` if it has one."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as decode_error:
+        return ProtocolViolation(ErrorCode.BAD_REQUEST, f"header is not valid JSON: {decode_error}")
+    if not isinstance(value, dict):
+        return ProtocolViolation(ErrorCode.BAD_REQUEST, f"header is a JSON {type(value).__name__}, not an object")
+    ref = value.get("ref")
+    if isinstance(ref, bool) or not (isinstance(ref, str) or (isinstance(ref, int) and abs(ref) <= INT64_MAX)):
+        ref = None
+    kind = value.get("type")
+    if not isinstance(kind, str):
+        return ProtocolViolation(ErrorCode.BAD_REQUEST, "header has no string field `type`", ref)
+    if kind not in REQUEST_TYPES:
+        return ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", ref)
+    return ProtocolViolation(ErrorCode.BAD_REQUEST, f"{kind}: {exc}", ref)
+
+
+def json_value_problem(value: Any, depth: int = 1) -> str | None:
+    """Why a free-form JSON value breaks the header rules (nesting over 32, integers beyond int64), or None."""
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            if isinstance(item, int) and not isinstance(item, bool) and abs(item) > INT64_MAX:
+                return "integer beyond the signed 64-bit range"
+            continue
+        if level > MAX_NESTING:
+            return f"nesting deeper than {MAX_NESTING} levels"
+        stack.extend((child, level + 1) for child in children)
+    return None
+
+
+# --- frames: server to client --------------------------------------------------------------------------------
+
+
+class ServerFrame(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+    """Base of every frame the server sends; fields left at their default are not written."""
+
+    type: ClassVar[str]
+
+
+class Hello(ServerFrame, tag="hello", kw_only=True):
+    type: ClassVar[str] = "hello"
+    server: str
+    protocol: int
+    auth: str
+    nonce: str
+
+
+class UdpInfo(msgspec.Struct, kw_only=True):
+    """This session's quick-message channel: the server's UDP port, the session id and its HMAC key (hex)."""
+
+    port: int
+    sid: int
+    key: str
+
+
+class Welcome(ServerFrame, tag="welcome", kw_only=True):
+    type: ClassVar[str] = "welcome"
+    nick: str
+    session: str
+    udp: UdpInfo
+    limits: dict[str, float | int]
+    ref: Ref | None = None
+
+
+class Message(ServerFrame, tag="message", kw_only=True, rename={"sender": "from"}):
+    """A stored chat message: `room` for a room, `to` for a private one; `cid` acknowledges the sender's say."""
+
+    type: ClassVar[str] = "message"
+    id: int
+    room: str | None = None
+    to: str | None = None
+    sender: str
+    text: str
+    ts: int
+    cid: str | None = None
+
+
+class Joined(ServerFrame, tag="joined", kw_only=True):
+    type: ClassVar[str] = "joined"
+    room: str
+    members: list[str]
+    messages: list[Message]
+    truncated: bool
+    ref: Ref | None = None
+
+
+class Parted(ServerFrame, tag="parted", kw_only=True):
+    type: ClassVar[str] = "parted"
+    room: str
+    ref: Ref | None = None
+
+
+class Presence(ServerFrame, tag="presence", kw_only=True):
+    """Someone joined, parted, quit, changed nick (`old`) or went away/back (`text`, absent when back)."""
+
+    type: ClassVar[str] = "presence"
+    room: str
+    nick: str
+    event: str
+    old: str | None = None
+    text: str | None = None
+
+
+class HistoryPage(ServerFrame, tag="history", kw_only=True):
+    type: ClassVar[str] = "history"
+    room: str | None = None
+    to: str | None = None
+    private: bool = False
+    messages: list[Message]
+    truncated: bool
+    ref: Ref | None = None
+
+
+class Member(msgspec.Struct, kw_only=True):
+    nick: str
+    away: str | None
+
+
+class Members(ServerFrame, tag="members", kw_only=True):
+    type: ClassVar[str] = "members"
+    room: str
+    members: list[Member]
+    ref: Ref | None = None
+
+
+class AwayChanged(ServerFrame, tag="away", kw_only=True):
+    """The answer to `away`; `text` is always written, null meaning back."""
+
+    type: ClassVar[str] = "away"
+    text: str | None
+    ref: Ref | None = None
+
+
+class NickChanged(ServerFrame, tag="nick", kw_only=True):
+    type: ClassVar[str] = "nick"
+    nick: str
+    old: str
+    ref: Ref | None = None
+
+
+class RoomInfo(msgspec.Struct, kw_only=True):
+    room: str
+    members: int
+
+
+class RoomList(ServerFrame, tag="rooms", kw_only=True):
+    type: ClassVar[str] = "rooms"
+    rooms: list[RoomInfo]
+    ref: Ref | None = None
+
+
+class ServerPing(ServerFrame, tag="ping", kw_only=True):
+    type: ClassVar[str] = "ping"
+    t: Any = msgspec.UNSET
+    ref: Ref | None = None
+
+
+class ServerPong(ServerFrame, tag="pong", kw_only=True):
+    type: ClassVar[str] = "pong"
+    t: Any = msgspec.UNSET
+    ref: Ref | None = None
+
+
+class Error(ServerFrame, tag="error", kw_only=True):
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+    ref: Ref | None = None
+
+
+ServerMessage = Union[
+    Hello,
+    Welcome,
+    Message,
+    Joined,
+    Parted,
+    Presence,
+    HistoryPage,
+    Members,
+    AwayChanged,
+    NickChanged,
+    RoomList,
+    ServerPing,
+    ServerPong,
+    Error,
+]
+SERVER_TYPES = frozenset(cls.type for cls in ServerMessage.__args__)  # type: ignore[attr-defined]
+_server_decoder = msgspec.json.Decoder(ServerMessage)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_server_frame(raw: bytes) -> ServerFrame:
+    """Header bytes from a server to a typed frame; raises msgspec errors on anything else."""
+    frame: ServerFrame = _server_decoder.decode(raw)
+    return frame
+
+
+def encode_header(message: msgspec.Struct) -> bytes:
+    """The JSON header of a message (UTF-8, no escapes for non-ASCII)."""
+    return _encoder.encode(message)
+
+
+def encode(message: msgspec.Struct, payload: bytes = b"") -> bytes:
+    """A whole frame for a message: encode once, then the same bytes can go to every recipient."""
+    return encode_frame(_encoder.encode(message), payload)
+
+
+def encode_error(code: ErrorCode, message: str, ref: Ref | None = None) -> bytes:
+    """An `error` frame."""
+    return encode(Error(code=code.value, message=message, ref=ref))
