@@ -57,11 +57,14 @@ class ChatError(Exception):
 class ProtocolViolation(ChatError):
     """The peer sent something the protocol refuses; `code` is the error code to answer with."""
 
-    def __init__(self, code: ErrorCode, message: str, ref: str | int | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, ref: str | int | None = None, request_type: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref  # the request's `ref`, when it could be read, so the error frame can echo it
+        self.request_type = request_type  # the request's `type`, when it could be read
 
 
 class FrameTooLarge(ProtocolViolation):

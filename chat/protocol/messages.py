@@ -10,7 +10,7 @@ and a message that says which field was wrong (PROTOCOL.md 1 and 8, "Request err
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -20,7 +20,7 @@ from chat.protocol.frames import encode_frame
 INT64_MAX = 2**63 - 1
 MAX_NESTING = 32  # PROTOCOL.md 8: deeper headers are bad_request
 
-Ref = Union[str, Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)]]
+Ref = str | Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)]
 MessageId = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -114,8 +114,8 @@ class ListRooms(Request, tag="rooms", kw_only=True):
     type: ClassVar[str] = "rooms"
 
 
-ClientRequest = Union[Login, Ping, Pong, Quit, Join, Part, Say, HistoryQuery, Who, SetAway, ChangeNick, ListRooms]
-REQUEST_TYPES = frozenset(cls.type for cls in ClientRequest.__args__)  # type: ignore[attr-defined]
+ClientRequest = Login | Ping | Pong | Quit | Join | Part | Say | HistoryQuery | Who | SetAway | ChangeNick | ListRooms
+REQUEST_TYPES = frozenset(cls.type for cls in ClientRequest.__args__)
 _request_decoder = msgspec.json.Decoder(ClientRequest)
 
 
@@ -128,7 +128,7 @@ def decode_request(raw: bytes) -> Request:
     if isinstance(request, Ping | Pong) and request.t is not msgspec.UNSET:
         problem = json_value_problem(request.t, depth=2)
         if problem is not None:
-            raise ProtocolViolation(ErrorCode.BAD_REQUEST, f"`t`: {problem}", request.ref)
+            raise ProtocolViolation(ErrorCode.BAD_REQUEST, f"`t`: {problem}", request.ref, request.type)
     return request
 
 
@@ -147,8 +147,8 @@ def _classify_bad_header(raw: bytes, exc: Exception) -> ProtocolViolation:
     if not isinstance(kind, str):
         return ProtocolViolation(ErrorCode.BAD_REQUEST, "header has no string field `type`", ref)
     if kind not in REQUEST_TYPES:
-        return ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", ref)
-    return ProtocolViolation(ErrorCode.BAD_REQUEST, f"{kind}: {exc}", ref)
+        return ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", ref, kind)
+    return ProtocolViolation(ErrorCode.BAD_REQUEST, f"{kind}: {exc}", ref, kind)
 
 
 def json_value_problem(value: Any, depth: int = 1) -> str | None:
@@ -310,23 +310,23 @@ class Error(ServerFrame, tag="error", kw_only=True):
     ref: Ref | None = None
 
 
-ServerMessage = Union[
-    Hello,
-    Welcome,
-    Message,
-    Joined,
-    Parted,
-    Presence,
-    HistoryPage,
-    Members,
-    AwayChanged,
-    NickChanged,
-    RoomList,
-    ServerPing,
-    ServerPong,
-    Error,
-]
-SERVER_TYPES = frozenset(cls.type for cls in ServerMessage.__args__)  # type: ignore[attr-defined]
+ServerMessage = (
+    Hello
+    | Welcome
+    | Message
+    | Joined
+    | Parted
+    | Presence
+    | HistoryPage
+    | Members
+    | AwayChanged
+    | NickChanged
+    | RoomList
+    | ServerPing
+    | ServerPong
+    | Error
+)
+SERVER_TYPES = frozenset(cls.type for cls in ServerMessage.__args__)
 _server_decoder = msgspec.json.Decoder(ServerMessage)
 _encoder = msgspec.json.Encoder()
 

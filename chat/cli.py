@@ -1,0 +1,91 @@
+"""Command-line entry points: `chat-server`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from chat import __version__
+from chat.config import Config, ConfigError, load_config
+
+logger = logging.getLogger("chat.server")
+
+
+def _server_arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chat-server", description="Run a chat server for the local network.")
+    parser.add_argument("--config", type=Path, help="config file (default: ./config.toml if it exists)")
+    parser.add_argument("--host", help="address to listen on ([server] host)")
+    parser.add_argument("--port", type=int, help="TCP port, 0 for any free port ([server] port)")
+    parser.add_argument("--udp-port", type=int, help="UDP port, 0 for any free port ([server] udp_port)")
+    parser.add_argument("--database", help="SQLite history file, or :memory: ([history] database)")
+    parser.add_argument("--secret", help="shared secret clients must prove ([server] secret)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"chat-server {__version__}")
+    return parser
+
+
+def server_config(args: argparse.Namespace) -> Config:
+    """Defaults < config file < CHAT_* environment < flags."""
+    path = args.config
+    if path is None and Path("config.toml").is_file():
+        path = Path("config.toml")
+    flags: dict[str, dict[str, Any]] = {"server": {}, "history": {}}
+    for key, value in (("host", args.host), ("port", args.port), ("udp_port", args.udp_port), ("secret", args.secret)):
+        if value is not None:
+            flags["server"][key] = value
+    if args.database is not None:
+        flags["history"]["database"] = args.database
+    return load_config(path, overrides=flags)
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on uvloop when it is installed, else on the standard asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+async def _serve(config: Config) -> int:
+    from chat.server.app import ChatServer
+
+    server = ChatServer(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, exc.strerror)
+        return 1
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    print(server.listening_line, file=sys.stderr, flush=True)
+    await stop.wait()
+    logger.info("shutting down")
+    await server.close()
+    return 0
+
+
+def server_main(argv: Sequence[str] | None = None) -> int:
+    """`chat-server`: start the server and run until SIGINT or SIGTERM (exit 0 after a clean shutdown)."""
+    args = _server_arguments().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        config = server_config(args)
+    except ConfigError as exc:
+        print(f"chat-server: {exc}", file=sys.stderr)
+        return 2
+    return run_event_loop(_serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(server_main())

@@ -1,0 +1,194 @@
+"""The server object and its lifecycle: listeners, keepalive sweep, retention, graceful shutdown.
+
+`ChatServer` is an async context manager. On close it stops accepting, commits what is pending (so pending
+acknowledgements go out), sends `error server_shutdown` to every connection, waits a short grace for the peers to
+read it, then aborts whatever is left: a stalled client cannot hold the shutdown up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from types import TracebackType
+
+from chat.config import Config, config_with
+from chat.protocol.errors import ErrorCode
+from chat.protocol.frames import FrameLimits
+from chat.protocol.messages import encode_error
+from chat.server.commits import CommitQueue
+from chat.server.limits import TokenBucket
+from chat.server.service import ChatService
+from chat.server.session import Session
+from chat.server.udp import QuickChannel
+from chat.store.history import HistoryStore, now_ms
+
+logger = logging.getLogger("chat.server")
+
+SHUTDOWN_GRACE = 2.0
+RETENTION_SWEEP_SECONDS = 3600.0
+
+
+class ChatServer:
+    """A running chat server: `async with ChatServer(config) as server:` then `server.port`, `server.udp_port`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.host = config.server.host
+        self.port = config.server.port
+        self.udp_port = config.server.udp_port
+        self.connections: set[Session] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._udp: QuickChannel | None = None
+        self._store: HistoryStore | None = None
+        self._service: ChatService | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self.refused = 0
+
+    @property
+    def service(self) -> ChatService:
+        assert self._service is not None, "the server is not started"
+        return self._service
+
+    @property
+    def database(self) -> str:
+        return self.config.history.database
+
+    async def start(self) -> None:
+        """Open the store and both listeners; the bound ports are in `.port` and `.udp_port`."""
+        loop = asyncio.get_running_loop()
+        history = self.config.history
+        self._store = HistoryStore(history.database, synchronous=history.synchronous)
+        self._service = ChatService(self.config, self._store, CommitQueue(self._store, loop), loop.time)
+        self._prune()
+        self._server = await asyncio.start_server(
+            self._on_connection,
+            host=self.config.server.host,
+            port=self.config.server.port,
+            backlog=self.config.server.backlog,
+            reuse_address=True,
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.host, self.port = sockname[0], sockname[1]
+        family = self._server.sockets[0].family
+        transport, self._udp = await loop.create_datagram_endpoint(
+            QuickChannel, local_addr=(self.config.server.host, self.config.server.udp_port), family=family
+        )
+        self.udp_port = transport.get_extra_info("sockname")[1]
+        self._service.udp_port = self.udp_port
+        self._housekeeping = asyncio.create_task(self._sweep(), name="chat-housekeeping")
+        self._closed.clear()
+        logger.info("serving on tcp %s:%d, udp %d, database %s", self.host, self.port, self.udp_port, self.database)
+
+    @property
+    def listening_line(self) -> str:
+        """The line the CLI prints once both ports are bound."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"chat-server listening on tcp://{host}:{self.port} udp://{host}:{self.udp_port}"
+
+    async def __aenter__(self) -> ChatServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def serve_forever(self) -> None:
+        """Wait until `close()` has run."""
+        await self._closed.wait()
+
+    async def restart(self) -> None:
+        """Close and start again on the same database, host and ports (connected clients resume by themselves)."""
+        self.config = config_with(self.config, server={"host": self.host, "port": self.port, "udp_port": self.udp_port})
+        await self.close()
+        await self.start()
+
+    def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        limits = self.config.limits
+        if len(self.connections) >= self.config.server.max_clients:
+            self.refused += 1
+            writer.write(encode_error(ErrorCode.TOO_MANY_CLIENTS, f"the server has {len(self.connections)} clients"))
+            writer.close()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        now = asyncio.get_running_loop().time()
+        session = Session(
+            reader,
+            writer,
+            self.service,
+            limits=FrameLimits(limits.max_header_bytes, limits.max_payload_bytes),
+            send_queue_bytes=limits.send_queue_bytes,
+            bucket=TokenBucket(limits.messages_per_second, limits.burst, now),
+            now=now,
+        )
+        self.connections.add(session)
+        logger.debug("connection from %r", session.peer)
+        self.service.greet(session)
+        task = asyncio.create_task(self._serve(session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, session: Session) -> None:
+        try:
+            await session.run()
+        except Exception:
+            logger.exception("%r: session crashed", session)
+        finally:
+            self.connections.discard(session)
+
+    async def _sweep(self) -> None:
+        """Keepalive pings and timeouts for every connection, and the retention sweep now and then."""
+        limits = self.config.limits
+        tick = max(0.02, min(1.0, limits.idle_timeout / 4, limits.login_timeout / 4))
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time() + RETENTION_SWEEP_SECONDS
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for session in list(self.connections):
+                self.service.keepalive(session, now)
+            if now >= next_prune:
+                next_prune = now + RETENTION_SWEEP_SECONDS
+                self._prune()
+
+    def _prune(self) -> None:
+        days = self.config.history.retention_days
+        if days > 0 and self._store is not None:
+            removed = self._store.delete_older_than(now_ms() - int(days * 86_400_000))
+            if removed:
+                logger.info("retention: removed %d message(s) older than %g days", removed, days)
+
+    async def close(self) -> None:
+        """Stop accepting, flush history, tell every client `server_shutdown`, and close everything."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        self.service.commits.flush()
+        for session in list(self.connections):
+            session.close_with(ErrorCode.SERVER_SHUTDOWN, "the server is shutting down")
+        if self._tasks:
+            _, stalled = await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE)
+            for session in list(self.connections):
+                session.abort()
+            if stalled:
+                await asyncio.wait(stalled, timeout=1.0)
+        if self._udp is not None:
+            self._udp.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1.0)
+        self.service.commits.flush()
+        assert self._store is not None
+        self._store.close()
+        self._closed.set()
+        logger.info("server on port %d closed", self.port)

@@ -1,0 +1,468 @@
+"""What the server does with each request: login, rooms, messages, presence, history.
+
+Invariants (PROTOCOL.md 8):
+- One connection per identity; a login with an identity's token takes over (the old one gets `session_taken`).
+- A `message` goes out only after its commit (`CommitQueue`), to the members of its room at that moment, or to the
+  sender and the recipient of a private message; the frame is encoded once.
+- Joining reads stored history and adds the member in the same loop turn, and every commit fans out in the turn it
+  happens; so a message is either in `joined.messages` or sent live, never both and never neither.
+- Errors answer one request and keep the connection, except at login and the codes in CLOSING_CODES.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chat import __version__
+from chat.config import Config
+from chat.protocol import messages as wire
+from chat.protocol.auth import new_nonce, new_session_token, new_udp_credentials, verify_proof
+from chat.protocol.errors import ErrorCode, ProtocolViolation
+from chat.protocol.frames import MAX_SERVER_HEADER
+from chat.protocol.names import checked_nick, checked_room, checked_text, fold
+from chat.server.commits import CommitQueue
+from chat.server.registry import SessionRegistry
+from chat.server.rooms import Room, RoomDirectory
+from chat.server.session import Session, State
+from chat.store.history import Appended, Draft, HistoryStore, Page, Scope, StoredMessage, now_ms
+
+logger = logging.getLogger("chat.server")
+
+PROTOCOL_VERSION = 1
+HISTORY_LIMIT_DEFAULT = 50
+HISTORY_LIMIT_MAX = 100
+
+
+def to_wire(message: StoredMessage) -> wire.Message:
+    """The `message` frame of a stored message."""
+    return wire.Message(
+        id=message.id,
+        room=message.room,
+        to=message.recipient,
+        sender=message.sender,
+        text=message.text,
+        ts=message.ts,
+        cid=message.cid,
+    )
+
+
+def fit_page(build: Callable[[list[wire.Message], bool], wire.ServerFrame], page: Page, keep_oldest: bool) -> bytes:
+    """Encode a `joined` or `history` frame, cutting messages off its far end (and marking it truncated) until its
+    header fits in 1 MiB (PROTOCOL.md 8, "Server frames")."""
+    messages = [to_wire(m) for m in page.messages]
+    truncated = page.truncated
+    while True:
+        frame = wire.encode(build(messages, truncated))
+        if len(frame) - 8 <= MAX_SERVER_HEADER or not messages:
+            return frame
+        cut = max(1, len(messages) // 8)
+        messages = messages[:-cut] if keep_oldest else messages[cut:]
+        truncated = True
+
+
+class ChatService:
+    """The server's behaviour, independent of how connections are accepted."""
+
+    def __init__(self, config: Config, store: HistoryStore, commits: CommitQueue, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.store = store
+        self.commits = commits
+        self.clock = clock  # loop time, for rate limits and timeouts
+        self.rooms = RoomDirectory()
+        self.registry = SessionRegistry()
+        self.udp_sessions: dict[int, Session] = {}
+        self.udp_port = 0
+        self.secret = config.server.secret or None
+        limits = config.limits
+        self.welcome_limits: dict[str, float | int] = {
+            "max_header_bytes": limits.max_header_bytes,
+            "max_payload_bytes": limits.max_payload_bytes,
+            "max_text_chars": limits.max_text_chars,
+            "send_queue_bytes": limits.send_queue_bytes,
+            "messages_per_second": limits.messages_per_second,
+            "burst": limits.burst,
+            "idle_timeout": limits.idle_timeout,
+            "login_timeout": limits.login_timeout,
+            "replay": config.history.replay,
+            "history_limit": HISTORY_LIMIT_MAX,
+        }
+        self._handlers: dict[type[wire.Request], Callable[[Session, Any], None]] = {
+            wire.Login: self.login,
+            wire.Ping: self.ping,
+            wire.Pong: self.pong,
+            wire.Quit: self.quit,
+            wire.Join: self.join,
+            wire.Part: self.part,
+            wire.Say: self.say,
+            wire.HistoryQuery: self.history,
+            wire.Who: self.who,
+            wire.SetAway: self.set_away,
+            wire.ChangeNick: self.change_nick,
+            wire.ListRooms: self.list_rooms,
+        }
+
+    # --- connection lifecycle ----------------------------------------------------------------------------------
+
+    def greet(self, session: Session) -> None:
+        """Send `hello` with a fresh nonce (PROTOCOL.md 2.1)."""
+        session.nonce = new_nonce()
+        hello = wire.Hello(
+            server=f"chat/{__version__}",
+            protocol=PROTOCOL_VERSION,
+            auth="hmac-sha256" if self.secret else "none",
+            nonce=session.nonce.hex(),
+        )
+        session.send(wire.encode(hello))
+
+    def connection_lost(self, session: Session) -> None:
+        """Tidy up after a connection ends: rooms hear `quit`, the nick stays held from now on."""
+        if not self.registry.remove(session):
+            return
+        logger.info("%r disconnected", session)
+        self._leave_all_rooms(session, "quit")
+        self.udp_sessions.pop(session.udp_sid, None)
+        self.store.hold_nick(session.nick_key, session.nick, session.identity, now_ms())
+
+    def _leave_all_rooms(self, session: Session, event: str) -> None:
+        frames: dict[str, bytes] = {}
+        for room in list(session.rooms.values()):
+            self.rooms.remove_member(room, session)
+            frame = frames[room.key] = wire.encode(wire.Presence(room=room.name, nick=session.nick, event=event))
+            room.fan_out(frame)
+        session.rooms.clear()
+
+    # --- dispatch ----------------------------------------------------------------------------------------------
+
+    def handle_frame(self, session: Session, header: bytes, payload: bytes) -> None:
+        """Decode one frame, check state and rate, and run its handler."""
+        try:
+            request = wire.decode_request(header)
+        except ProtocolViolation as exc:
+            if not session.bucket.take(self.clock()):
+                self._error(session, ErrorCode.RATE_LIMITED, "too many requests", exc.ref)
+            elif session.state is State.GREETED and exc.request_type == "login":
+                session.close_with(exc.code, exc.message, exc.ref)  # a refused login always closes
+            else:
+                self._error(session, exc.code, exc.message, exc.ref)
+            return
+        if not isinstance(request, wire.Pong) and not session.bucket.take(self.clock()):
+            self._error(session, ErrorCode.RATE_LIMITED, "too many requests; slow down", request.ref)
+            return
+        if payload:
+            message = f"{request.type} takes no payload, got {len(payload)} bytes"
+            if session.state is State.GREETED and isinstance(request, wire.Login):
+                session.close_with(ErrorCode.BAD_REQUEST, message, request.ref)
+            else:
+                self._error(session, ErrorCode.BAD_REQUEST, message, request.ref)
+            return
+        if session.state is State.GREETED and not isinstance(request, wire.Login | wire.Ping | wire.Pong):
+            self._error(session, ErrorCode.NOT_LOGGED_IN, f"log in before {request.type}", request.ref)
+            return
+        try:
+            self._handlers[type(request)](session, request)
+        except ProtocolViolation as exc:
+            self._error(session, exc.code, exc.message, request.ref)
+        except Exception:
+            logger.exception("%r: handling %s failed", session, request.type)
+            self._error(session, ErrorCode.INTERNAL_ERROR, f"the server failed to handle {request.type}", request.ref)
+
+    def _error(self, session: Session, code: ErrorCode, message: str, ref: str | int | None) -> None:
+        session.send(wire.encode_error(code, message, ref))
+
+    # --- session -----------------------------------------------------------------------------------------------
+
+    def login(self, session: Session, request: wire.Login) -> None:
+        """Authenticate, pick the identity, take the nick, and send `welcome` (PROTOCOL.md 2 and 8)."""
+        if session.state is State.ACTIVE:
+            raise ProtocolViolation(ErrorCode.ALREADY_LOGGED_IN, f"already logged in as {session.nick!r}")
+        nonce, session.nonce = session.nonce, None  # PROTOCOL.md 2.2: a nonce is good for one attempt
+        refusal = self._login_refusal(session, request, nonce)
+        if refusal is not None:
+            code, message = refusal
+            logger.info("%r: login as %r refused: %s", session, request.nick, code.value)
+            session.close_with(code, message, request.ref)
+            return
+        nick = checked_nick(request.nick)
+        key = fold(nick)
+        now = now_ms()
+        identity = self.store.identity_for_token(request.session) if request.session else None
+        if identity is not None:
+            previous = self.registry.by_identity(identity)
+            if isinstance(previous, Session):
+                logger.info("%r takes over identity %d from %r", session, identity, previous)
+                self.connection_lost(previous)
+                previous.close_with(ErrorCode.SESSION_TAKEN, "this identity logged in on another connection")
+        if not self._nick_free_for(key, identity, now):
+            session.close_with(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken", request.ref)
+            return
+        if identity is None:
+            token = new_session_token()
+            identity = self.store.create_identity(token, now)
+        else:
+            assert request.session is not None
+            token = request.session
+        self.store.hold_nick(key, nick, identity, now)
+        session.identity, session.token, session.nick, session.nick_key = identity, token, nick, key
+        session.udp_sid, session.udp_key = new_udp_credentials()
+        session.state = State.ACTIVE
+        self.registry.add(session)
+        self.udp_sessions[session.udp_sid] = session
+        logger.info("%r logged in (identity %d)", session, identity)
+        welcome = wire.Welcome(
+            nick=nick,
+            session=token,
+            udp=wire.UdpInfo(port=self.udp_port, sid=session.udp_sid, key=session.udp_key),
+            limits=self.welcome_limits,
+            ref=request.ref,
+        )
+        session.send(wire.encode(welcome))
+        if request.since is not None:
+            page = self.store.page(Scope.private(identity), after=request.since, limit=self.config.history.replay)
+            session.send(fit_page(lambda m, t: wire.HistoryPage(private=True, messages=m, truncated=t), page, True))
+
+    def _login_refusal(
+        self, session: Session, request: wire.Login, nonce: bytes | None
+    ) -> tuple[ErrorCode, str] | None:
+        if request.protocol != PROTOCOL_VERSION:
+            return (
+                ErrorCode.PROTOCOL_MISMATCH,
+                f"this server speaks protocol {PROTOCOL_VERSION}, not {request.protocol}",
+            )
+        if self.secret is not None and (
+            nonce is None or not verify_proof(self.secret, nonce, request.nick, request.proof)
+        ):
+            return ErrorCode.AUTH_FAILED, "missing or wrong proof"
+        try:
+            checked_nick(request.nick)
+        except ProtocolViolation as exc:
+            return exc.code, exc.message
+        return None
+
+    def _nick_free_for(self, key: str, identity: int | None, now: int) -> bool:
+        """May `identity` (None: a new one) take the nick? Not if another identity is on it or holds it."""
+        holder_session = self.registry.by_nick(key)
+        if holder_session is not None and holder_session.identity != identity:
+            return False
+        holder = self.store.nick_holder(key)
+        if holder is None or holder.identity == identity:
+            return True
+        hold_ms = self.config.server.nick_hold * 1000
+        return not (hold_ms > 0 and now - holder.last_used < hold_ms)
+
+    def ping(self, session: Session, request: wire.Ping) -> None:
+        session.send(wire.encode(wire.ServerPong(t=request.t, ref=request.ref)))
+
+    def pong(self, session: Session, request: wire.Pong) -> None:
+        """An answer to our keepalive; reading it already counted as activity."""
+
+    def quit(self, session: Session, request: wire.Quit) -> None:
+        """Leave cleanly: rooms hear `quit`, then the connection closes (PROTOCOL.md 2.5)."""
+        self.connection_lost(session)
+        session.close()
+
+    # --- rooms -------------------------------------------------------------------------------------------------
+
+    def join(self, session: Session, request: wire.Join) -> None:
+        """Enter a room (creating it), get members and missed messages; others hear `presence join`."""
+        name = checked_room(request.room)
+        key = fold(name)
+        newly = key not in session.rooms
+        room = self.rooms.add_member(name, key, session)
+        session.rooms[key] = room
+        if newly:
+            room.fan_out(wire.encode(wire.Presence(room=room.name, nick=session.nick, event="join")), skip=session)
+        replay = self.config.history.replay
+        if request.since is None:
+            page = self.store.page(Scope.room(key), limit=replay)
+        else:
+            page = self.store.page(Scope.room(key), after=request.since, limit=replay)
+        members = [member.nick for member in room]
+        session.send(
+            fit_page(
+                lambda m, t: wire.Joined(room=room.name, members=members, messages=m, truncated=t, ref=request.ref),
+                page,
+                keep_oldest=request.since is not None,
+            )
+        )
+
+    def part(self, session: Session, request: wire.Part) -> None:
+        room = self._member_room(session, request.room)
+        self.rooms.remove_member(room, session)
+        del session.rooms[room.key]
+        session.send(wire.encode(wire.Parted(room=room.name, ref=request.ref)))
+        room.fan_out(wire.encode(wire.Presence(room=room.name, nick=session.nick, event="part")))
+
+    def _member_room(self, session: Session, raw_name: str) -> Room:
+        """The room `session` is in under this name, or no_such_room / not_in_room."""
+        name = checked_room(raw_name)
+        key = fold(name)
+        room = session.rooms.get(key)
+        if room is not None:
+            return room
+        if self.rooms.get(key) is None:
+            raise ProtocolViolation(ErrorCode.NO_SUCH_ROOM, f"no room {name!r}")
+        raise ProtocolViolation(ErrorCode.NOT_IN_ROOM, f"not in room {name!r}")
+
+    def who(self, session: Session, request: wire.Who) -> None:
+        name = checked_room(request.room)
+        room = self.rooms.get(fold(name))
+        if room is None:
+            raise ProtocolViolation(ErrorCode.NO_SUCH_ROOM, f"no room {name!r}")
+        members = [wire.Member(nick=m.nick, away=m.away) for m in room if isinstance(m, Session)]
+        session.send(wire.encode(wire.Members(room=room.name, members=members, ref=request.ref)))
+
+    def list_rooms(self, session: Session, request: wire.ListRooms) -> None:
+        rooms = sorted((wire.RoomInfo(room=r.name, members=len(r)) for r in self.rooms), key=lambda r: fold(r.room))
+        session.send(wire.encode(wire.RoomList(rooms=rooms, ref=request.ref)))
+
+    def set_away(self, session: Session, request: wire.SetAway) -> None:
+        text = None if request.text is None else checked_text(request.text, self.config.limits.max_text_chars)
+        session.away = text
+        session.send(wire.encode(wire.AwayChanged(text=text, ref=request.ref)))
+        for room in session.rooms.values():
+            presence = wire.Presence(room=room.name, nick=session.nick, event="away", text=text)
+            room.fan_out(wire.encode(presence), skip=session)
+
+    def change_nick(self, session: Session, request: wire.ChangeNick) -> None:
+        nick = checked_nick(request.nick)
+        key = fold(nick)
+        now = now_ms()
+        if not self._nick_free_for(key, session.identity, now):
+            raise ProtocolViolation(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
+        old_nick, old_key = session.nick, session.nick_key
+        self.registry.rename(session, key)
+        session.nick, session.nick_key = nick, key
+        if old_key != key:
+            self.store.hold_nick(old_key, old_nick, session.identity, now)  # still held by us (PROTOCOL.md 8)
+        self.store.hold_nick(key, nick, session.identity, now)
+        session.send(wire.encode(wire.NickChanged(nick=nick, old=old_nick, ref=request.ref)))
+        for room in session.rooms.values():
+            presence = wire.Presence(room=room.name, nick=nick, event="nick", old=old_nick)
+            room.fan_out(wire.encode(presence), skip=session)
+
+    # --- messages ----------------------------------------------------------------------------------------------
+
+    def say(self, session: Session, request: wire.Say) -> None:
+        """Validate, queue for storage; the commit callback fans the message out (the echo is the ack)."""
+        if (request.room is None) == (request.to is None):
+            raise ProtocolViolation(ErrorCode.BAD_REQUEST, "say takes exactly one of `room` and `to`")
+        text = checked_text(request.text, self.config.limits.max_text_chars)
+        common = {
+            "ts": now_ms(),
+            "sender_identity": session.identity,
+            "sender": session.nick,
+            "sender_key": session.nick_key,
+            "text": text,
+            "cid": request.cid,
+        }
+        if request.room is not None:
+            room = self._member_room(session, request.room)
+            draft = Draft(room=room.name, room_key=room.key, **common)  # type: ignore[arg-type]
+            self.commits.submit(draft, lambda result: self._deliver_room(session, room.key, result, request.ref))
+            return
+        assert request.to is not None
+        recipient = checked_nick(request.to)
+        recipient_key = fold(recipient)
+        online = self.registry.by_nick(recipient_key)
+        if online is not None:
+            recipient_identity = online.identity
+            recipient = online.nick if isinstance(online, Session) else recipient
+        else:
+            holder = self.store.nick_holder(recipient_key)
+            if holder is None:
+                raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {recipient!r}")
+            recipient_identity, recipient = holder.identity, holder.nick
+        draft = Draft(
+            recipient=recipient,
+            recipient_key=recipient_key,
+            recipient_identity=recipient_identity,
+            **common,  # type: ignore[arg-type]
+        )
+        self.commits.submit(draft, lambda result: self._deliver_private(session, draft, result, request.ref))
+
+    def _deliver_room(self, sender: Session, room_key: str, result: Appended | None, ref: str | int | None) -> None:
+        if result is None:
+            self._error(sender, ErrorCode.INTERNAL_ERROR, "the message could not be stored", ref)
+            return
+        frame = wire.encode(to_wire(result.message))
+        if result.duplicate:  # PROTOCOL.md 3: a repeated cid gets the original message, to its sender only
+            sender.send(frame)
+            return
+        room = self.rooms.get(room_key)
+        if room is not None:
+            room.fan_out(frame)
+        if room is None or sender not in room:
+            sender.send(frame)
+
+    def _deliver_private(self, sender: Session, draft: Draft, result: Appended | None, ref: str | int | None) -> None:
+        if result is None:
+            self._error(sender, ErrorCode.INTERNAL_ERROR, "the message could not be stored", ref)
+            return
+        frame = wire.encode(to_wire(result.message))
+        sender.send(frame)
+        if result.duplicate:
+            return
+        assert draft.recipient_key is not None
+        recipient = self.registry.by_nick(draft.recipient_key)
+        if (
+            isinstance(recipient, Session)
+            and recipient.identity == draft.recipient_identity
+            and recipient is not sender
+        ):
+            recipient.send(frame)
+
+    def history(self, session: Session, request: wire.HistoryQuery) -> None:
+        """A page of a room, of one private conversation, or of all of this identity's private messages."""
+        chosen = (request.room is not None) + (request.to is not None) + bool(request.private)
+        if chosen != 1:
+            raise ProtocolViolation(ErrorCode.BAD_REQUEST, "history takes exactly one of `room`, `to`, `private`")
+        limit = min(request.limit or HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX)
+        room_name = to_name = None
+        if request.room is not None:
+            room_name = checked_room(request.room)
+            existing = self.rooms.get(fold(room_name))
+            room_name = existing.name if existing is not None else room_name
+            scope = Scope.room(fold(room_name))
+        elif request.to is not None:
+            to_name = checked_nick(request.to)
+            to_key = fold(to_name)
+            if self.registry.by_nick(to_key) is None and self.store.nick_holder(to_key) is None:
+                raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {to_name!r}")
+            scope = Scope.conversation(session.identity, to_key)
+        else:
+            scope = Scope.private(session.identity)
+        page = self.store.page(scope, after=request.after, before=request.before, limit=limit)
+
+        def build(messages: list[wire.Message], truncated: bool) -> wire.ServerFrame:
+            return wire.HistoryPage(
+                room=room_name,
+                to=to_name,
+                private=request.private,
+                messages=messages,
+                truncated=truncated,
+                ref=request.ref,
+            )
+
+        session.send(fit_page(build, page, keep_oldest=request.after is not None))
+
+    # --- keepalive and shutdown --------------------------------------------------------------------------------
+
+    def keepalive(self, session: Session, now: float) -> None:
+        """Ping a connection silent for half the idle timeout; close one silent for all of it, or one that has
+        not logged in within the login timeout (`timeout`)."""
+        limits = self.config.limits
+        if session.state is State.GREETED:
+            if now - session.connected_at > limits.login_timeout:
+                session.close_with(ErrorCode.TIMEOUT, f"no login within {limits.login_timeout:g} s")
+            return
+        if session.state is not State.ACTIVE:
+            return
+        silent = now - session.last_heard
+        if silent > limits.idle_timeout:
+            logger.info("%r: silent for %.1f s, closing", session, silent)
+            session.close_with(ErrorCode.TIMEOUT, f"silent for more than {limits.idle_timeout:g} s")
+        elif silent > limits.idle_timeout / 2 and not session.pinged:
+            session.pinged = True
+            session.send(wire.encode(wire.ServerPing(t=now_ms())))

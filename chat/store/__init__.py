@@ -1,0 +1,1 @@
+"""Storage: the SQLite history of messages, identities and nick holds."""
