@@ -7,6 +7,7 @@ to the server through this thin layer over the protocol core instead of `chat.cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -96,17 +97,21 @@ class RawConnection:
                         if match(header):
                             return self.inbox.pop(index)
                     if self.closed.is_set():
-                        raise AssertionError(f"connection closed before {what}; received {self.inbox}")
+                        raise AssertionError(f"connection closed before {what}; received {self.summary()}")
                     await self._arrived.wait()
 
         try:
             return await asyncio.wait_for(wait(), timeout)
         except TimeoutError:
-            raise AssertionError(f"no {what} within {timeout}s; received {self.inbox}") from None
+            raise AssertionError(f"no {what} within {timeout}s; received {self.summary()}") from None
 
-    async def expect(
-        self, type_: str, pred: Callable[[Header], bool] | None = None, timeout: float = 5.0
-    ) -> Header:
+    def summary(self, count: int = 8) -> str:
+        """The last few unconsumed frames, shortened, for failure messages."""
+        shown = [repr(h)[:200] for h in self.inbox[-count:]]
+        skipped = len(self.inbox) - len(shown)
+        return (f"{skipped} earlier frames, then " if skipped else "") + "[" + ", ".join(shown) + "]"
+
+    async def expect(self, type_: str, pred: Callable[[Header], bool] | None = None, timeout: float = 5.0) -> Header:
         """The oldest unconsumed frame of this type (matching `pred`)."""
         return await self.take(
             lambda h: h.get("type") == type_ and (pred is None or pred(h)), f"a {type_!r} frame", timeout
@@ -170,7 +175,5 @@ class RawConnection:
     async def close(self) -> None:
         self.writer.close()
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass

@@ -39,7 +39,7 @@ class Request(msgspec.Struct, tag_field="type", kw_only=True):
 class Login(Request, tag="login", kw_only=True):
     type: ClassVar[str] = "login"
     nick: str
-    protocol: int
+    protocol: Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)]
     proof: str | None = None
     session: str | None = None
     since: MessageId | None = None
@@ -116,39 +116,44 @@ class ListRooms(Request, tag="rooms", kw_only=True):
 
 ClientRequest = Login | Ping | Pong | Quit | Join | Part | Say | HistoryQuery | Who | SetAway | ChangeNick | ListRooms
 REQUEST_TYPES = frozenset(cls.type for cls in ClientRequest.__args__)
-_request_decoder = msgspec.json.Decoder(ClientRequest)
+_json_decoder = msgspec.json.Decoder()
 
 
 def decode_request(raw: bytes) -> Request:
-    """Header bytes to a typed request; ProtocolViolation(bad_request | unknown_type) otherwise."""
-    try:
-        request: Request = _request_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _classify_bad_header(raw, exc) from None
-    if isinstance(request, Ping | Pong) and request.t is not msgspec.UNSET:
-        problem = json_value_problem(request.t, depth=2)
-        if problem is not None:
-            raise ProtocolViolation(ErrorCode.BAD_REQUEST, f"`t`: {problem}", request.ref, request.type)
-    return request
+    """Header bytes to a typed request; ProtocolViolation(bad_request | unknown_type) otherwise.
 
-
-def _classify_bad_header(raw: bytes, exc: Exception) -> ProtocolViolation:
-    """Say precisely what is wrong with a header the typed decoder refused, keeping its `ref` if it has one."""
+    The header is first decoded as plain JSON, which checks syntax and UTF-8 everywhere, unknown fields included;
+    then its nesting and integers are checked (PROTOCOL.md 8, "Request errors"); then it is converted to the
+    typed request, which names the field that is wrong.
+    """
     try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError as decode_error:
-        return ProtocolViolation(ErrorCode.BAD_REQUEST, f"header is not valid JSON: {decode_error}")
+        value = _json_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ProtocolViolation(ErrorCode.BAD_REQUEST, f"header is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec gives up on nesting far deeper than MAX_NESTING
+        raise _too_deep() from None
     if not isinstance(value, dict):
-        return ProtocolViolation(ErrorCode.BAD_REQUEST, f"header is a JSON {type(value).__name__}, not an object")
+        raise ProtocolViolation(ErrorCode.BAD_REQUEST, f"header is a JSON {type(value).__name__}, not an object")
     ref = value.get("ref")
     if isinstance(ref, bool) or not (isinstance(ref, str) or (isinstance(ref, int) and abs(ref) <= INT64_MAX)):
         ref = None
     kind = value.get("type")
     if not isinstance(kind, str):
-        return ProtocolViolation(ErrorCode.BAD_REQUEST, "header has no string field `type`", ref)
+        raise ProtocolViolation(ErrorCode.BAD_REQUEST, "header has no string field `type`", ref)
+    problem = json_value_problem(value)
+    if problem is not None:
+        raise ProtocolViolation(ErrorCode.BAD_REQUEST, problem, ref, kind)
     if kind not in REQUEST_TYPES:
-        return ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", ref, kind)
-    return ProtocolViolation(ErrorCode.BAD_REQUEST, f"{kind}: {exc}", ref, kind)
+        raise ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", ref, kind)
+    try:
+        request: Request = msgspec.convert(value, ClientRequest)
+    except msgspec.ValidationError as exc:
+        raise ProtocolViolation(ErrorCode.BAD_REQUEST, f"{kind}: {exc}", ref, kind) from None
+    return request
+
+
+def _too_deep() -> ProtocolViolation:
+    return ProtocolViolation(ErrorCode.BAD_REQUEST, f"header nests deeper than {MAX_NESTING} levels")
 
 
 def json_value_problem(value: Any, depth: int = 1) -> str | None:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("chat.server")
 
+LINGER_SECONDS = 1.0  # how long a connection closed for an oversize frame is drained before the close
+
 
 class State(Enum):
     """Where a connection is in its life."""
@@ -112,6 +114,27 @@ class Session:
         self.state = State.CLOSING
         self.transport.abort()
 
+    async def _linger(self) -> None:
+        """Half-close, then read and discard for a moment before closing.
+
+        Closing a socket that still has unread bytes makes the kernel send a reset, which can destroy the error frame
+        before the peer reads it; a peer streaming an oversize frame always has bytes in flight. What is read here
+        is thrown away in small chunks, so memory stays flat whatever size the peer declared.
+        """
+        self.state = State.CLOSING
+        if self.transport.is_closing():
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_SECONDS
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                if not await asyncio.wait_for(self.reader.read(65536), remaining):
+                    break
+        except (TimeoutError, ConnectionError):
+            pass
+
     async def run(self) -> None:
         """Read and dispatch frames until the peer leaves or the connection is closed."""
         loop = asyncio.get_running_loop()
@@ -123,7 +146,8 @@ class Session:
                     header_len, payload_len = parse_prefix(prefix, self.limits)
                 except FrameTooLarge as exc:
                     logger.info("%r: %s", self, exc)
-                    self.close_with(ErrorCode.FRAME_TOO_LARGE, str(exc))
+                    self.send(encode_error(ErrorCode.FRAME_TOO_LARGE, str(exc)))
+                    await self._linger()
                     break
                 header = await reader.readexactly(header_len)
                 payload = await reader.readexactly(payload_len) if payload_len else b""

@@ -1,0 +1,290 @@
+"""chat/protocol/names.py: nicks, room names and texts (PROTOCOL.md 2.2, 3 and 8, "Characters" and "Spelling")."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chat.protocol.errors import ErrorCode, ProtocolViolation
+from chat.protocol.names import (
+    DEFAULT_MAX_TEXT_CHARS,
+    MAX_NAME_CHARS,
+    checked_nick,
+    checked_room,
+    checked_text,
+    fold,
+    name_problem,
+    nfc,
+    text_problem,
+)
+
+CONTROL_CHARACTERS = [chr(cp) for cp in range(0x110000) if unicodedata.category(chr(cp)) == "Cc"]
+REFUSED_CONTROLS = [char for char in CONTROL_CHARACTERS if char not in "\n\t"]
+utf8_chars = st.characters(codec="utf-8")  # every code point but the surrogates
+
+
+def _bad_nick(raw: str) -> ProtocolViolation:
+    with pytest.raises(ProtocolViolation) as caught:
+        checked_nick(raw)
+    return caught.value
+
+
+# --- nicks and room names ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "nick",
+    [
+        "alice",
+        "Bob_42",
+        "a",
+        "x" * MAX_NAME_CHARS,
+        "_-.",
+        "...",
+        "-dash",
+        "9lives",
+        "zoë",
+        "Ærøskøbing",
+        "Борис",
+        "张伟",
+        "さくら",
+        "김민준",
+        "محمد",
+        "שלום",
+        "देवनागरी",  # Devanagari with vowel signs (Mc) and virama (Mn) after the first letter
+        "हिन्दी",
+        "ไทย",
+        "Ελένη",
+        "١٢٣",  # Arabic-Indic digits are Nd
+        "x\u0301",  # a combining mark after a letter
+    ],
+)
+def test_letters_digits_and_marks_of_any_script_make_a_valid_nick(nick: str) -> None:
+    assert checked_nick(nick) == nfc(nick)
+    assert name_problem(nfc(nick)) is None
+
+
+@pytest.mark.parametrize(
+    "nick",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("x" * (MAX_NAME_CHARS + 1), id="33-chars"),
+        pytest.param("two words", id="space"),
+        pytest.param("\u00a0nbsp", id="no-break-space"),
+        pytest.param("\u3000ideographic", id="ideographic-space"),
+        pytest.param("a@b", id="at"),
+        pytest.param("a!", id="exclamation"),
+        pytest.param("a/b", id="slash"),
+        pytest.param("a+b", id="math-symbol"),
+        pytest.param("a$", id="currency"),
+        pytest.param("emoji\U0001f600", id="emoji"),
+        pytest.param("x²", id="superscript-two-No"),
+        pytest.param("Ⅻ", id="roman-numeral-Nl"),
+        pytest.param("½", id="vulgar-fraction-No"),
+        pytest.param("a\u200bb", id="zero-width-space"),
+        pytest.param("a\u200db", id="zero-width-joiner"),
+        pytest.param("a\u200cb", id="zero-width-non-joiner"),
+        pytest.param("a\u202eb", id="right-to-left-override"),
+        pytest.param("a\u2066b", id="left-to-right-isolate"),
+        pytest.param("\ufeffbom", id="byte-order-mark"),
+        pytest.param("a\u00adb", id="soft-hyphen"),
+        pytest.param("\u0301a", id="mark-first"),
+        pytest.param("\u093fक", id="spacing-mark-first"),
+        pytest.param("a\x00", id="nul"),
+        pytest.param("a\nb", id="newline"),
+        pytest.param("a\tb", id="tab"),
+        pytest.param("a\x1b[31m", id="escape"),
+        pytest.param("a\x7f", id="del"),
+        pytest.param("a\x85", id="c1-next-line"),
+        pytest.param("a\ue000", id="private-use"),
+        pytest.param("a\U000e0041", id="tag-character"),
+    ],
+)
+def test_refused_nick_is_bad_nick(nick: str) -> None:
+    assert _bad_nick(nick).code == ErrorCode.BAD_NICK
+
+
+def test_refused_room_name_is_bad_room() -> None:
+    with pytest.raises(ProtocolViolation) as caught:
+        checked_room("general chat")
+    assert caught.value.code == ErrorCode.BAD_ROOM
+    assert checked_room("général") == "général"
+
+
+def test_problem_names_the_character_and_its_position() -> None:
+    problem = name_problem("ab\u200bc")
+    assert problem is not None
+    assert "U+200B" in problem
+    assert "Cf" in problem
+    assert "2" in problem
+
+
+def test_decomposed_nick_is_accepted_and_returned_composed() -> None:
+    decomposed = "Jose\u0301"
+    assert len(decomposed) == 5
+    assert checked_nick(decomposed) == "Jos\u00e9"
+
+
+def test_nick_length_counts_code_points_after_nfc() -> None:
+    # 64 code points as sent, 32 after composition: accepted.
+    assert checked_nick("e\u0301" * MAX_NAME_CHARS) == "\u00e9" * MAX_NAME_CHARS
+    _bad_nick("e\u0301" * (MAX_NAME_CHARS + 1))
+
+
+def test_nick_that_grows_past_32_under_nfc_is_refused() -> None:
+    # U+0958 DEVANAGARI LETTER QA is a composition exclusion: NFC writes it as KA + NUKTA, two code points.
+    assert nfc("\u0958") == "\u0915\u093c"
+    assert checked_nick("\u0958" * (MAX_NAME_CHARS // 2)) == "\u0915\u093c" * (MAX_NAME_CHARS // 2)
+    _bad_nick("\u0958" * (MAX_NAME_CHARS // 2 + 1))
+
+
+@given(raw=st.text(utf8_chars, max_size=40))
+def test_checked_nick_returns_a_valid_nfc_name_or_raises_bad_nick(raw: str) -> None:
+    try:
+        nick = checked_nick(raw)
+    except ProtocolViolation as violation:
+        assert violation.code == ErrorCode.BAD_NICK
+        assert name_problem(nfc(raw)) is not None
+    else:
+        assert nick == nfc(raw)
+        assert unicodedata.is_normalized("NFC", nick)
+        assert name_problem(nick) is None
+
+
+name_chars = st.characters(categories=("L", "M", "Nd"), codec="utf-8") | st.sampled_from("_-.")
+
+
+@given(raw=st.text(name_chars, min_size=1, max_size=MAX_NAME_CHARS))
+def test_names_made_of_allowed_characters_pass_unless_a_mark_comes_first(raw: str) -> None:
+    name = nfc(raw)
+    expected_ok = 1 <= len(name) <= MAX_NAME_CHARS and not unicodedata.category(name[0]).startswith("M")
+    assert (name_problem(name) is None) == expected_ok
+
+
+# --- spelling: fold ---------------------------------------------------------------------------------------------
+
+
+def test_fold_is_nfc_then_casefold_then_nfc() -> None:
+    for name in ["Straße", "ǰ", "J\u030c", "İstanbul", "ΣΑΣ", "Å", "A\u030a"]:
+        assert fold(name) == unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold()), name
+
+
+def test_names_differing_only_in_case_are_the_same() -> None:
+    assert fold("Alice") == fold("ALICE") == fold("alice")
+    assert fold("Борис") == fold("БОРИС")
+    assert fold("Ελένη") == fold("ΕΛΈΝΗ")
+
+
+def test_sharp_s_folds_to_ss() -> None:
+    # casefold, unlike lower, maps ß to "ss": "Straße" and "STRASSE" are one name.
+    assert fold("Straße") == fold("STRASSE") == fold("strasse") == "strasse"
+
+
+def test_composed_and_decomposed_spellings_are_the_same() -> None:
+    assert fold("Zoë") == fold("Zoe\u0308") == fold("ZOË")
+    assert fold("Ångström") == fold("A\u030angstro\u0308m")
+
+
+def test_final_nfc_recomposes_what_casefold_decomposed() -> None:
+    # "ǰ" (U+01F0) casefolds to "j" + COMBINING CARON; without the second NFC it would not match itself in NFC.
+    assert "\u01f0".casefold() == "j\u030c"
+    assert fold("\u01f0") == "\u01f0"
+    assert fold("J\u030c") == fold("\u01f0")
+
+
+def test_distinct_names_stay_distinct() -> None:
+    assert fold("alice") != fold("alice_")
+    assert fold("ana") != fold("aña")
+
+
+@given(name=st.text(utf8_chars, max_size=20))
+def test_fold_is_idempotent(name: str) -> None:
+    assert fold(fold(name)) == fold(name)
+
+
+@given(name=st.text(utf8_chars, max_size=20))
+def test_fold_is_in_nfc_and_the_same_for_every_normal_form(name: str) -> None:
+    folded = fold(name)
+    assert unicodedata.is_normalized("NFC", folded)
+    assert fold(unicodedata.normalize("NFD", name)) == folded
+    assert fold(unicodedata.normalize("NFC", name)) == folded
+
+
+@given(name=st.text(st.characters(codec="ascii", categories=("L", "Nd")), min_size=1, max_size=MAX_NAME_CHARS))
+def test_ascii_names_fold_to_their_lower_case(name: str) -> None:
+    assert fold(name.upper()) == fold(name) == name.lower()
+
+
+# --- text -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x", "hello, world!", "line one\nline two", "col\tcol", "😀 emoji and symbols ² ½ ©", "a\u200db", "\u202eok"],
+)
+def test_printable_text_newlines_and_tabs_are_accepted(text: str) -> None:
+    assert checked_text(text) == nfc(text)
+    assert text_problem(nfc(text)) is None
+
+
+def test_empty_text_is_bad_text() -> None:
+    with pytest.raises(ProtocolViolation) as caught:
+        checked_text("")
+    assert caught.value.code == ErrorCode.BAD_TEXT
+
+
+def test_default_text_limit_is_4000_characters() -> None:
+    assert DEFAULT_MAX_TEXT_CHARS == 4000
+    assert checked_text("x" * 4000) == "x" * 4000
+    with pytest.raises(ProtocolViolation) as caught:
+        checked_text("x" * 4001)
+    assert caught.value.code == ErrorCode.BAD_TEXT
+
+
+def test_text_limit_is_configurable() -> None:
+    assert checked_text("abc", max_chars=3) == "abc"
+    with pytest.raises(ProtocolViolation):
+        checked_text("abcd", max_chars=3)
+
+
+def test_text_length_counts_code_points_after_nfc() -> None:
+    assert checked_text("e\u0301" * 4000) == "\u00e9" * 4000
+    assert checked_text("\U0001f600" * 4000) == "\U0001f600" * 4000  # code points, not UTF-16 units or bytes
+
+
+def test_text_is_returned_in_nfc() -> None:
+    assert checked_text("cafe\u0301") == "caf\u00e9"
+
+
+def test_escape_is_refused_so_no_terminal_sequence_gets_through() -> None:
+    with pytest.raises(ProtocolViolation) as caught:
+        checked_text("red \x1b[31malert\x1b[0m")
+    assert caught.value.code == ErrorCode.BAD_TEXT
+    assert "U+001B" in caught.value.message
+
+
+def test_every_control_character_but_newline_and_tab_is_refused() -> None:
+    assert len(CONTROL_CHARACTERS) == 65  # C0 (32), DEL, C1 (32)
+    for char in REFUSED_CONTROLS:
+        assert text_problem(f"a{char}b") is not None, f"U+{ord(char):04X}"
+    assert text_problem("a\nb\tc") is None
+
+
+@given(
+    before=st.text(utf8_chars, max_size=20),
+    control=st.sampled_from(REFUSED_CONTROLS),
+    after=st.text(utf8_chars, max_size=20),
+)
+def test_control_character_anywhere_is_bad_text(before: str, control: str, after: str) -> None:
+    with pytest.raises(ProtocolViolation) as caught:
+        checked_text(before + control + after)
+    assert caught.value.code == ErrorCode.BAD_TEXT
+
+
+@given(text=st.text(st.characters(exclude_categories=("Cc", "Cs")) | st.sampled_from("\n\t"), min_size=1))
+def test_text_without_forbidden_controls_is_accepted_in_nfc(text: str) -> None:
+    if len(nfc(text)) <= DEFAULT_MAX_TEXT_CHARS:
+        assert checked_text(text) == nfc(text)
