@@ -1,0 +1,61 @@
+"""The async client library: the one way to talk to a chat server from Python.
+
+    async with connect("127.0.0.1", 7777, nick="alice") as client:
+        await client.join("lobby")
+        await client.say("hi", room="lobby")
+        async for event in client:
+            ...
+
+See `chat.client.client` for what a client promises across lost connections, and `chat.client.events` for the
+events it delivers.
+"""
+
+from chat.client.client import Client, ClientOptions, ClientState, Connect, connect
+from chat.client.errors import ClientClosed, ClientError, ConnectionLost, LoginRefused, ProtocolError, ServerError
+from chat.client.events import ConnectionEvent, ConnectionState, Event
+from chat.client.resume import Backoff, ResumeState
+from chat.protocol.messages import (
+    AwayChanged,
+    Error,
+    HistoryPage,
+    Joined,
+    Member,
+    Members,
+    Message,
+    NickChanged,
+    Parted,
+    Presence,
+    RoomInfo,
+    RoomList,
+)
+
+__all__ = [
+    "AwayChanged",
+    "Backoff",
+    "Client",
+    "ClientClosed",
+    "ClientError",
+    "ClientOptions",
+    "ClientState",
+    "Connect",
+    "ConnectionEvent",
+    "ConnectionLost",
+    "ConnectionState",
+    "Error",
+    "Event",
+    "HistoryPage",
+    "Joined",
+    "LoginRefused",
+    "Member",
+    "Members",
+    "Message",
+    "NickChanged",
+    "Parted",
+    "Presence",
+    "ProtocolError",
+    "ResumeState",
+    "RoomInfo",
+    "RoomList",
+    "ServerError",
+    "connect",
+]

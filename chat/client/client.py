@@ -1,0 +1,762 @@
+"""`connect()` and `Client`: log in, chat, deliver events, and resume without loss after a lost connection.
+
+Life of a client, as a state machine (`ClientState`):
+
+    CONNECTING --welcome--> RESUMING --rooms joined again, pages caught up, says sent again--> READY
+    READY --link lost--> RECONNECTING --(backoff) welcome--> RESUMING --> READY ...
+    any --quit/close, session_taken, a refused re-login, the link lost with reconnect=False--> CLOSED
+
+Requests and resume (PROTOCOL.md 4):
+
+- `say` is tracked by its `cid` until its echo comes back, whatever happens to the connection: it is written at once
+  when the client is READY, and every resume sends each unacknowledged say again with the same cid, after the
+  replays (a say whose echo is among the replayed messages is acknowledged by it and not sent again). The server's
+  cid dedupe answers a repeat with the original message, which is taken as the acknowledgement. So a pending
+  `await client.say(...)` survives any number of reconnects and its message is stored exactly once.
+- Every other request waits while the client is not READY, and one in flight when the link drops is sent again on
+  the next connection: join, part, who, history, rooms, away and nick either move the server to the same state
+  again or only read it, so repeating them is safe. None of them raises because of a lost connection; they raise
+  `ClientClosed` if the client ends first.
+- Events: see `chat.client.events`. The messages of a `join` replay are queued as events too (and the `Joined`
+  frame returned), the client's own acknowledged messages are events, and each message is delivered exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import ssl as ssl_module
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, TypeVar
+
+import msgspec
+
+from chat.client.connection import DEFAULT_IDLE_TIMEOUT, Connection, FrameHook, RefValue
+from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, ProtocolError, ServerError
+from chat.client.events import ConnectionEvent, ConnectionState, Event
+from chat.client.resume import Backoff, Conversation, ResumeState
+from chat.protocol.errors import ErrorCode
+from chat.protocol.messages import (
+    AwayChanged,
+    ChangeNick,
+    Error,
+    HistoryPage,
+    HistoryQuery,
+    Join,
+    Joined,
+    ListRooms,
+    Members,
+    Message,
+    NickChanged,
+    Part,
+    Parted,
+    Ping,
+    Quit,
+    Request,
+    RoomList,
+    Say,
+    ServerFrame,
+    ServerPong,
+    SetAway,
+    Welcome,
+    Who,
+)
+
+logger = logging.getLogger("chat.client")
+
+CATCH_UP_PAGE = 100  # PROTOCOL.md 8: `history` honours a limit of at least 100
+RATE_LIMIT_PAUSE = 0.5
+RATE_LIMIT_RETRIES = 20
+
+FrameT = TypeVar("FrameT", bound=ServerFrame)
+
+
+class ClientState(StrEnum):
+    """Where the client is in its life (see the module doc)."""
+
+    CONNECTING = "connecting"
+    RESUMING = "resuming"
+    READY = "ready"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How a client connects and reconnects; `connect()` takes each as a keyword argument."""
+
+    secret: str | None = None
+    reconnect: bool = True
+    backoff_initial: float = 0.2
+    backoff_max: float = 5.0
+    connect_timeout: float = 10.0
+    max_reconnect_attempts: int | None = None  # None: keep trying until closed
+    quit_timeout: float = 2.0
+    ssl: ssl_module.SSLContext | bool | None = None  # TLS hook, passed to asyncio.open_connection
+
+
+class _EndOfEvents:
+    """Queued after the last event of a closed client."""
+
+
+_END = _EndOfEvents()
+
+
+class Client:
+    """A chat client that stays logged in: see the module doc for what it promises. Made by `connect()`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        nick: str,
+        *,
+        session: str | None = None,
+        since: int | None = None,
+        options: ClientOptions | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.options = options or ClientOptions()
+        self.welcome: Welcome | None = None
+        self._nick = nick
+        self._session = session
+        self._fresh_identity = session is None
+        self._resume = ResumeState(private_since=since)
+        self._backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
+        self._events: asyncio.Queue[Event | _EndOfEvents] = asyncio.Queue()
+        self._connection: Connection | None = None
+        self._state = ClientState.CONNECTING
+        self._closed: ClientClosed | None = None
+        self._quitting = False
+        self._wakeup: asyncio.Future[None] | None = None
+        self._say_waiters: dict[str, asyncio.Future[Message]] = {}
+        self._say_refs: dict[RefValue, str] = {}  # ref of the latest send of a say -> its cid, to match errors
+        self._say_ref_of: dict[str, RefValue] = {}
+        self._refs = itertools.count(1)
+        self._supervisor: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Client {self._nick!r} {self.host}:{self.port} {self._state.value}>"
+
+    # --- what an application reads -------------------------------------------------------------------------------
+
+    @property
+    def nick(self) -> str:
+        """The current nick, as the server spells it."""
+        return self._nick
+
+    @property
+    def session(self) -> str | None:
+        """The session token (the identity); keep it, with `since`, to be the same identity after a restart."""
+        return self._session
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        """True once the client has ended; `close_reason` says why."""
+        return self._closed is not None
+
+    @property
+    def close_reason(self) -> ClientClosed | None:
+        """The exception `recv()` raises once the client has ended (its `code` and `reason`), or None."""
+        return self._closed
+
+    @property
+    def joined_rooms(self) -> list[str]:
+        """The rooms the client is in (and joins again on every resume)."""
+        return [c.room for c in self._resume.joined_rooms() if c.room is not None]
+
+    @property
+    def unacknowledged(self) -> list[Say]:
+        """Says not yet acknowledged, oldest first (an application may keep them and say them again, same cid)."""
+        return self._resume.unacked
+
+    def highest_id(self, room: str | None = None) -> int | None:
+        """The highest message id delivered for a room, or (room None) for the private messages.
+
+        With `session`, the private one is what to pass as `since` to `connect()` after an application restart.
+        """
+        if room is None:
+            return self._resume.private.highest
+        conversation = self._resume.rooms.get(self._resume.fold(room))
+        return None if conversation is None else conversation.highest
+
+    # --- events --------------------------------------------------------------------------------------------------
+
+    async def recv(self, timeout: float | None = None) -> Event:
+        """The next event; TimeoutError after `timeout` seconds without one.
+
+        A lost connection never raises here (it shows as `ConnectionEvent`s). Once the client has ended and every
+        event has been read, raises `ClientClosed` (again on every later call).
+        """
+        if not self._events.empty():
+            item = self._events.get_nowait()
+        elif timeout is None:
+            item = await self._events.get()
+        else:
+            item = await asyncio.wait_for(self._events.get(), timeout)
+        if isinstance(item, _EndOfEvents):
+            self._events.put_nowait(item)
+            assert self._closed is not None
+            raise self._closed
+        return item
+
+    def __aiter__(self) -> Client:
+        return self
+
+    async def __anext__(self) -> Event:
+        """`async for event in client`: every event, ending (without an exception) when the client has ended."""
+        try:
+            return await self.recv()
+        except ClientClosed:
+            raise StopAsyncIteration from None
+
+    def _emit(self, event: Event) -> None:
+        if self._closed is None:
+            self._events.put_nowait(event)
+
+    def _emit_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self._emit(event)
+
+    # --- requests ------------------------------------------------------------------------------------------------
+
+    async def say(
+        self, text: str, *, room: str | None = None, to: str | None = None, cid: str | None = None
+    ) -> Message:
+        """Send a message to a room or (with `to`) to one nick; return it once the server has stored it.
+
+        The returned `Message` is the server's echo (with its `id`), which is also delivered as an event. The say
+        survives lost connections (see the module doc); cancelling the call does not withdraw it. `cid` defaults
+        to a fresh random one. Raises ServerError if the server refuses it (`bad_text`, `not_in_room`,
+        `no_such_nick`, `rate_limited`, ...), ClientClosed if the client ends first.
+        """
+        if (room is None) == (to is None):
+            raise ValueError("say takes exactly one of room= and to=")
+        self._check_open()
+        cid = cid or secrets.token_hex(8)
+        if self._resume.is_tracked(cid):
+            raise ValueError(f"a say with cid {cid!r} is already waiting for its acknowledgement")
+        say = Say(room=room, to=to, text=text, cid=cid)
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._say_waiters[cid] = waiter
+        self._resume.track(say)
+        connection = self._connection
+        if self._state is ClientState.READY and connection is not None:
+            self._send_say(connection, say)  # otherwise the resume sends it
+            with contextlib.suppress(ConnectionLost):  # the resume sends it again
+                await connection.drain()
+        return await waiter
+
+    def _send_say(self, connection: Connection, say: Say) -> None:
+        assert say.cid is not None
+        ref = self._next_ref()
+        previous = self._say_ref_of.pop(say.cid, None)
+        if previous is not None:
+            self._say_refs.pop(previous, None)
+        self._say_refs[ref] = say.cid
+        self._say_ref_of[say.cid] = ref
+        with contextlib.suppress(ConnectionLost):  # still tracked: the next resume sends it again
+            connection.send(msgspec.structs.replace(say, ref=ref))
+
+    async def join(self, room: str, *, since: int | None = None) -> Joined:
+        """Join a room (created on first join) and remember it, to join it again on every resume.
+
+        Returns the `Joined` frame (members and replayed messages). The replayed messages are also delivered as
+        message events, each exactly once: without `since` the server replays the latest few, with `since` every
+        message above it (paged on with `history` until complete when the replay is cut short).
+        """
+
+        def on_joined(frame: ServerFrame) -> None:
+            if isinstance(frame, Joined):
+                self._joined(frame, since=since)
+
+        frame = await self._request(lambda ref: Join(room=room, since=since, ref=ref), on_joined)
+        joined = _expect(frame, Joined)
+        conversation = self._resume.room(joined.room)
+        connection = self._connection
+        if conversation.catching_up and connection is not None:
+            with contextlib.suppress(ConnectionLost):  # the resume joins again with `since` and catches up
+                await self._catch_up(connection, conversation)
+        return joined
+
+    async def part(self, room: str) -> Parted:
+        """Leave a room; it is no longer joined again on resume."""
+
+        def on_parted(frame: ServerFrame) -> None:
+            if isinstance(frame, Parted):
+                self._resume.room(frame.room).joined = False
+
+        return _expect(await self._request(lambda ref: Part(room=room, ref=ref), on_parted), Parted)
+
+    async def history(
+        self,
+        *,
+        room: str | None = None,
+        to: str | None = None,
+        private: bool = False,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+    ) -> HistoryPage:
+        """A page of stored messages of a room, of the conversation with `to`, or of all private messages.
+
+        A plain query (PROTOCOL.md 8): its messages are returned, not delivered as events.
+        """
+        if (room is not None) + (to is not None) + bool(private) != 1:
+            raise ValueError("history takes exactly one of room=, to= and private=True")
+        query = HistoryQuery(room=room, to=to, private=private, after=after, before=before, limit=limit)
+        return _expect(await self._request(lambda ref: msgspec.structs.replace(query, ref=ref)), HistoryPage)
+
+    async def who(self, room: str) -> Members:
+        """The members of a room, with their away texts."""
+        return _expect(await self._request(lambda ref: Who(room=room, ref=ref)), Members)
+
+    async def rooms(self) -> RoomList:
+        """Every room with at least one member."""
+        return _expect(await self._request(lambda ref: ListRooms(ref=ref)), RoomList)
+
+    async def away(self, text: str | None) -> AwayChanged:
+        """Set an away text, or (None) come back."""
+        return _expect(await self._request(lambda ref: SetAway(text=text, ref=ref)), AwayChanged)
+
+    async def change_nick(self, nick: str) -> NickChanged:
+        """Take another nick; the client logs in with it from then on. ServerError `nick_taken` or `bad_nick`."""
+
+        def on_nick(frame: ServerFrame) -> None:
+            if isinstance(frame, NickChanged):
+                self._nick = frame.nick
+                self._resume.add_own_nick(frame.nick)
+
+        return _expect(await self._request(lambda ref: ChangeNick(nick=nick, ref=ref), on_nick), NickChanged)
+
+    async def ping(self) -> float:
+        """The round-trip time to the server, in seconds."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        _expect(await self._request(lambda ref: Ping(t=ref, ref=ref)), ServerPong)
+        return loop.time() - started
+
+    async def _request(self, build: Callable[[RefValue], Request], on_reply: FrameHook | None = None) -> ServerFrame:
+        """Send a request when READY and return its reply; sent again on the next connection if the link drops."""
+        while True:
+            connection = await self._wait_ready()
+            try:
+                future = connection.request(build(self._next_ref()), on_reply)
+                await connection.drain()
+                return await future
+            except ConnectionLost:
+                if self._closed is not None:
+                    raise self._closed from None
+                logger.debug("a request met a lost connection; it is sent again after the resume")
+
+    def _next_ref(self) -> int:
+        return next(self._refs)
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise self._closed
+
+    async def _wait_ready(self) -> Connection:
+        while True:
+            self._check_open()
+            connection = self._connection
+            if self._state is ClientState.READY and connection is not None and not connection.closed:
+                return connection
+            if self._wakeup is None or self._wakeup.done():
+                self._wakeup = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._wakeup)
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    # --- frames from the server ----------------------------------------------------------------------------------
+
+    def _on_frame(self, connection: Connection, frame: ServerFrame) -> None:
+        """Every frame that answers no request in flight, in read order."""
+        if connection is not self._connection:
+            return
+        if isinstance(frame, Message):
+            self._acknowledge(frame)
+            self._emit_all(self._resume.live(frame))
+        elif isinstance(frame, HistoryPage) and frame.private and frame.ref is None:
+            # PROTOCOL.md 3: the private messages above the login `since`, right after welcome.
+            self._absorb(frame.messages)
+            self._emit_all(self._resume.replay(self._resume.private, frame.messages, more=frame.truncated))
+        elif isinstance(frame, Error):
+            cid = self._say_refs.pop(frame.ref, None) if frame.ref is not None else None
+            if cid is not None:
+                self._refuse_say(cid, ServerError(frame.code, frame.message))
+            else:
+                self._emit(frame)
+        elif getattr(frame, "ref", None) is not None:
+            logger.debug("dropping a %s reply to a request nobody waits for", frame.type)
+        else:
+            self._emit(frame)
+
+    def _joined(self, frame: Joined, *, since: int | None) -> None:
+        """Bookkeeping for a `joined` (ours or a resume's), in read order: remember the room, deliver its replay."""
+        conversation = self._resume.room(frame.room)
+        conversation.joined = True
+        if since is not None:
+            conversation.note_seen(since)
+        self._absorb(frame.messages)
+        more = frame.truncated and since is not None
+        self._emit_all(self._resume.replay(conversation, frame.messages, more=more))
+
+    def _absorb(self, messages: Iterable[Message]) -> None:
+        """Take the acknowledgements out of replayed or paged messages."""
+        for message in messages:
+            if message.cid is not None:
+                self._acknowledge(message)
+
+    def _acknowledge(self, message: Message) -> None:
+        say = self._resume.acknowledge(message)
+        if say is None or say.cid is None:
+            return
+        ref = self._say_ref_of.pop(say.cid, None)
+        if ref is not None:
+            self._say_refs.pop(ref, None)
+        waiter = self._say_waiters.pop(say.cid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+
+    def _refuse_say(self, cid: str, error: ServerError) -> None:
+        self._resume.forget(cid)
+        self._say_ref_of.pop(cid, None)
+        waiter = self._say_waiters.pop(cid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        else:
+            self._emit(Error(code=error.code, message=error.message))
+
+    async def _catch_up(self, connection: Connection, conversation: Conversation) -> None:
+        """Page a conversation whose replay was cut short with `history after=<highest>` until complete."""
+        retries = 0
+        while conversation.catching_up:
+
+            def on_page(frame: ServerFrame) -> None:
+                if isinstance(frame, HistoryPage) and conversation.catching_up:
+                    self._absorb(frame.messages)
+                    self._emit_all(self._resume.page(conversation, frame.messages, truncated=frame.truncated))
+
+            query = HistoryQuery(
+                room=conversation.room,
+                private=conversation.room is None,
+                after=conversation.since,
+                limit=CATCH_UP_PAGE,
+                ref=self._next_ref(),
+            )
+            try:
+                await connection.request(query, on_page)
+            except ServerError as exc:
+                if exc.code == ErrorCode.RATE_LIMITED and retries < RATE_LIMIT_RETRIES:
+                    retries += 1
+                    await asyncio.sleep(RATE_LIMIT_PAUSE)
+                    continue
+                what = "private messages" if conversation.room is None else f"room {conversation.room!r}"
+                logger.warning("catching up on %s failed: %s", what, exc)
+                self._emit_all(self._resume.page(conversation, [], truncated=False))
+                self._emit(Error(code=exc.code, message=f"could not fetch every missed message of {what}"))
+                return
+
+    # --- connecting and resuming ---------------------------------------------------------------------------------
+
+    async def _open(self, *, since: int | None) -> Connection:
+        """A new connection, logged in; it becomes the client's connection and starts reading."""
+        connection = await Connection.open(self.host, self.port, ssl=self.options.ssl)
+        try:
+            welcome = await connection.handshake(
+                nick=self._nick,
+                secret=self.options.secret,
+                session=self._session,
+                since=since,
+                ref=self._next_ref(),
+            )
+        except BaseException:
+            connection.abort("the login did not complete")
+            raise
+        self._connection = connection
+        self.welcome = welcome
+        self._nick = welcome.nick
+        self._session = welcome.session
+        self._resume.add_own_nick(welcome.nick)
+        self._state = ClientState.RESUMING
+        idle_timeout = float(welcome.limits.get("idle_timeout", DEFAULT_IDLE_TIMEOUT))
+        connection.start(lambda frame: self._on_frame(connection, frame), idle_timeout=idle_timeout)
+        logger.info("logged in to %s:%d as %r", self.host, self.port, welcome.nick)
+        return connection
+
+    async def _start(self) -> None:
+        """The first connection: any failure is raised to the caller of `connect()`."""
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                connection = await self._open(since=self._resume.private.highest)
+                self._emit(ConnectionEvent(state=ConnectionState.CONNECTED, reason="logged in", attempt=0))
+                await self._settle_private(connection)
+        except BaseException:
+            if self._connection is not None:
+                self._connection.abort("the first connection failed")
+                await self._connection.wait_closed()
+            self._state = ClientState.CLOSED
+            raise
+        self._set_ready(connection)
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"chat-client {self._nick!r}")
+
+    async def _settle_private(self, connection: Connection) -> None:
+        """Know which private messages are new: from the login `since`, or a baseline for later resumes."""
+        private = self._resume.private
+        if private.highest is None:
+            if self._fresh_identity:
+                private.note_seen(0)  # a new identity has no earlier private message
+            else:
+                # An application back with its token but no `since`: older private messages are not replayed.
+                query = HistoryQuery(private=True, limit=1, ref=self._next_ref())
+                page = _expect(await connection.request(query), HistoryPage)
+                private.note_seen(max((m.id for m in page.messages), default=0))
+            return
+        # The login page follows welcome; a ping answered after it proves it has been read.
+        await connection.request(Ping(ref=self._next_ref()))
+        if private.catching_up:
+            await self._catch_up(connection, private)
+
+    async def _restore(self, connection: Connection) -> None:
+        """After a re-login: join every room again with `since`, catch up, send unacknowledged says again."""
+        joins: list[tuple[Conversation, asyncio.Future[ServerFrame]]] = []
+        for conversation in self._resume.joined_rooms():
+            assert conversation.room is not None
+            since = conversation.since
+
+            def on_joined(frame: ServerFrame, since: int = since) -> None:
+                if isinstance(frame, Joined):
+                    self._joined(frame, since=since)
+
+            join = Join(room=conversation.room, since=since, ref=self._next_ref())
+            joins.append((conversation, connection.request(join, on_joined)))
+        barrier = connection.request(Ping(ref=self._next_ref()))  # after the login page, whether rooms or not
+        await connection.drain()
+        # Wait for every reply before raising anything, so no failed future is left unread.
+        outcomes = await asyncio.gather(*(future for _, future in joins), barrier, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ServerError):
+                raise outcome  # the link dropped again: this attempt fails
+        for (conversation, _), outcome in zip(joins, outcomes, strict=False):
+            if not isinstance(outcome, ServerError):
+                continue
+            if outcome.code == ErrorCode.RATE_LIMITED:
+                raise outcome  # transient: this attempt fails and the next one, after a backoff, joins again
+            conversation.joined = False
+            logger.warning("could not join %r again: %s", conversation.room, outcome)
+            message = f"could not join {conversation.room!r} again: {outcome.message}"
+            self._emit(Error(code=outcome.code, message=message))
+        if isinstance(outcomes[-1], ServerError):
+            raise outcomes[-1]
+        for conversation in self._resume.needs_catch_up():
+            await self._catch_up(connection, conversation)
+        # PROTOCOL.md 4: each say not acknowledged by a replay, again with the same cid. No await from here to READY,
+        # so a say made meanwhile is either in this list or sent by `say()` itself.
+        for say in self._resume.unacked:
+            self._send_say(connection, say)
+        self._set_ready(connection)
+
+    def _set_ready(self, connection: Connection) -> None:
+        if self._closed is None and connection is self._connection:
+            self._state = ClientState.READY
+            self._backoff.reset()
+            self._wake()
+
+    def _lost(self) -> None:
+        """Forget what belonged to the dead connection; tracked says and highest ids stay."""
+        self._state = ClientState.RECONNECTING
+        self._resume.connection_lost()
+        self._say_refs.clear()
+        self._say_ref_of.clear()
+
+    async def _supervise(self) -> None:
+        """Watch the connection; after a loss, reconnect and resume, or end the client."""
+        try:
+            while True:
+                connection = self._connection
+                assert connection is not None
+                await connection.wait_closed()
+                if self._closed is not None or self._quitting:
+                    return
+                reason = connection.close_reason or "the connection was lost"
+                code = connection.close_code
+                self._lost()
+                if code == ErrorCode.SESSION_TAKEN:  # PROTOCOL.md 8: do not reconnect by itself
+                    await self._finish(reason, code)
+                    return
+                if not self.options.reconnect:
+                    await self._finish(f"connection lost: {reason}", code)
+                    return
+                logger.info("connection to %s:%d lost: %s", self.host, self.port, reason)
+                self._emit(ConnectionEvent(state=ConnectionState.DISCONNECTED, reason=reason, code=code))
+                if not await self._reconnect(reason):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("the client's connection supervisor failed")
+            await self._finish("internal error in the client", None)
+
+    async def _reconnect(self, reason: str) -> bool:
+        """Try until a resume succeeds (True) or the client ends (False)."""
+        self._backoff.reset()
+        attempt = 0
+        while self._closed is None and not self._quitting:
+            attempt += 1
+            limit = self.options.max_reconnect_attempts
+            if limit is not None and attempt > limit:
+                await self._finish(f"gave up after {limit} reconnection attempts: {reason}", None)
+                return False
+            delay = self._backoff.next_delay()
+            self._emit(ConnectionEvent(state=ConnectionState.RECONNECTING, reason=reason, attempt=attempt, delay=delay))
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(self.options.connect_timeout):
+                    connection = await self._open(since=self._resume.private.since)
+                self._emit(ConnectionEvent(state=ConnectionState.CONNECTED, reason="resumed", attempt=attempt))
+                await self._restore(connection)
+                logger.info("resumed on %s:%d after %d attempt(s)", self.host, self.port, attempt)
+                return True
+            except LoginRefused as exc:
+                # PROTOCOL.md 8: e.g. nick_taken on a re-login: this identity lost its nick; nothing to retry.
+                await self._finish(f"the server refused the login again: {exc.message}", exc.code)
+                return False
+            except (OSError, TimeoutError, ServerError, ProtocolError) as exc:
+                reason = str(exc) or type(exc).__name__
+                logger.info("reconnection attempt %d to %s:%d failed: %s", attempt, self.host, self.port, reason)
+                if self._connection is not None and not self._connection.closed:
+                    self._connection.abort(reason)
+                self._lost()
+        return False
+
+    # --- ending --------------------------------------------------------------------------------------------------
+
+    async def quit(self, reason: str | None = None) -> None:
+        """Leave cleanly (the server tells the rooms) and end the client; says still pending fail with ClientClosed."""
+        if self._closed is not None or self._quitting:
+            return
+        self._quitting = True
+        connection = self._connection
+        if connection is not None and not connection.closed and self._state is not ClientState.CONNECTING:
+            try:
+                connection.send(Quit(reason=reason))
+            except ConnectionLost:
+                pass
+            else:
+                try:
+                    async with asyncio.timeout(self.options.quit_timeout):
+                        await connection.wait_closed()
+                except TimeoutError:
+                    logger.debug("the server did not close after quit; closing anyway")
+        await self._finish("quit" if reason is None else f"quit: {reason}", None)
+
+    async def close(self) -> None:
+        """End the client: a clean `quit` if connected. Safe to call more than once."""
+        await self.quit()
+
+    def drop_connection(self) -> None:
+        """Test hook: cut the TCP connection under the client, as a network failure would; the client resumes."""
+        if self._connection is not None:
+            self._connection.abort("dropped by drop_connection()")
+
+    async def _finish(self, reason: str, code: str | None) -> None:
+        """End the client: fail what waits, close the connection, queue the `closed` event and the end marker."""
+        if self._closed is not None:
+            return
+        closed = ClientClosed(reason, code)
+        self._closed = closed
+        self._state = ClientState.CLOSED
+        self._wake()
+        waiters, self._say_waiters = self._say_waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(closed)
+        connection = self._connection
+        if connection is not None:
+            connection.abort(reason)
+            await connection.wait_closed()
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor is not asyncio.current_task():
+            supervisor.cancel()
+        log = logger.warning if code is not None else logger.info
+        log("client %r ended: %s", self._nick, closed)
+        self._events.put_nowait(ConnectionEvent(state=ConnectionState.CLOSED, reason=reason, code=code))
+        self._events.put_nowait(_END)
+
+
+def _expect(frame: ServerFrame, kind: type[FrameT]) -> FrameT:
+    if not isinstance(frame, kind):
+        raise ProtocolError(f"expected {kind.type} in reply, got {frame.type}")
+    return frame
+
+
+class Connect:
+    """What `connect()` returns: `await` it for a started `Client`, or `async with` it to close the client after."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._start().__await__()
+
+    async def _start(self) -> Client:
+        await self.client._start()
+        return self.client
+
+    async def __aenter__(self) -> Client:
+        return await self._start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.client.close()
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    nick: str,
+    secret: str | None = None,
+    session: str | None = None,
+    since: int | None = None,
+    reconnect: bool = True,
+    backoff_initial: float = 0.2,
+    backoff_max: float = 5.0,
+    connect_timeout: float = 10.0,
+    max_reconnect_attempts: int | None = None,
+    ssl: ssl_module.SSLContext | bool | None = None,
+) -> Connect:
+    """Connect and log in: `async with connect(host, port, nick="alice") as client:` (or `await connect(...)`).
+
+    `secret` is the server's shared secret when it asks for an HMAC proof. `session` is a token from an earlier
+    `client.session`, to be the same identity again; `since` the highest private message id already shown
+    (`client.highest_id()`), so the private messages received meanwhile are delivered. The first connection's
+    failures are raised here (`LoginRefused`, `ServerError`, `OSError`, `TimeoutError` after `connect_timeout`);
+    after that the client reconnects by itself with exponential backoff from `backoff_initial` to `backoff_max`
+    seconds, unless `reconnect` is False.
+    """
+    options = ClientOptions(
+        secret=secret or None,
+        reconnect=reconnect,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        connect_timeout=connect_timeout,
+        max_reconnect_attempts=max_reconnect_attempts,
+        ssl=ssl,
+    )
+    return Connect(Client(host, port, nick, session=session, since=since, options=options))
