@@ -132,3 +132,21 @@ async def test_join_then_live_messages_neither_repeat_nor_skip(server: ChatServe
         live = [m["id"] for m in reader.inbox if m.get("type") == "message"] + [last["id"]]
         seen = [m["id"] for m in joined["messages"]] + live
     assert seen == sorted(set(seen)) and len(seen) == 20, seen
+
+
+async def test_a_private_message_to_a_nick_its_identity_left_is_delivered_live(connect: ConnectFactory) -> None:
+    bob = await connect("bob")
+    await bob.request({"type": "nick", "nick": "bobby"}, "nick")
+    alice = await connect("alice")
+    to_old = await alice.say("to the old nick", to="bob")
+    to_new = await alice.say("to the new nick", to="bobby")
+    got = [await bob.expect("message", lambda h, i=i: h["id"] == i) for i in (to_old["id"], to_new["id"])]
+    assert [m["to"] for m in got] == ["bob", "bobby"], "both reach the identity, in id order, so resume loses none"
+
+
+async def test_history_with_a_nick_echoes_its_owners_spelling(connect: ConnectFactory) -> None:
+    await connect("Bob")
+    alice = await connect("alice")
+    await alice.say("hi", to="BOB")
+    page = await alice.request({"type": "history", "to": "bOB"}, "history")
+    assert page["to"] == "Bob" and [m["to"] for m in page["messages"]] == ["Bob"]

@@ -215,3 +215,21 @@ async def test_rate_limit_answers_rate_limited_and_recovers(make_server: ServerF
         await asyncio.sleep(0.05)
     assert pong is not None
     await conn.close()
+
+
+async def test_a_login_is_never_rate_limited_before_welcome(make_server: ServerFactory) -> None:
+    server = await make_server(limits={"messages_per_second": 0.001, "burst": 2})
+    conn = await RawConnection.open("127.0.0.1", server.port)
+    for i in range(4):
+        await conn.send({"type": "ping", "t": i})
+    for _ in range(2):  # a burst of 2: two pongs, then two refusals
+        assert (await conn.first_of("error"))["code"] == "rate_limited"
+    assert (await conn.login("patient"))["type"] == "welcome"
+    await conn.close()
+
+
+async def test_pong_before_login_is_not_logged_in(connect: ConnectFactory) -> None:
+    conn = await connect()
+    await conn.greeting()
+    await conn.send({"type": "pong", "t": 1, "ref": "p"})
+    assert (await conn.expect_ref("p"))["code"] == "not_logged_in"

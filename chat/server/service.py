@@ -136,28 +136,34 @@ class ChatService:
     # --- dispatch ----------------------------------------------------------------------------------------------
 
     def handle_frame(self, session: Session, header: bytes, payload: bytes) -> None:
-        """Decode one frame, check state and rate, and run its handler."""
+        """Decode one frame, check state and rate, and run its handler.
+
+        Before `welcome` a `login` costs no token: it is the one request that must get through, and a refused one
+        closes the connection (PROTOCOL.md 8), so it cannot be repeated on the same connection anyway.
+        """
+        greeted = session.state is State.GREETED
         try:
             request = wire.decode_request(header)
         except ProtocolViolation as exc:
-            if not session.bucket.take(self.clock()):
-                self._error(session, ErrorCode.RATE_LIMITED, "too many requests", exc.ref)
-            elif session.state is State.GREETED and exc.request_type == "login":
+            if greeted and exc.request_type == "login":
                 session.close_with(exc.code, exc.message, exc.ref)  # a refused login always closes
+            elif not session.bucket.take(self.clock()):
+                self._error(session, ErrorCode.RATE_LIMITED, "too many requests", exc.ref)
             else:
                 self._error(session, exc.code, exc.message, exc.ref)
             return
-        if not isinstance(request, wire.Pong) and not session.bucket.take(self.clock()):
+        exempt = isinstance(request, wire.Pong) or (greeted and isinstance(request, wire.Login))
+        if not exempt and not session.bucket.take(self.clock()):
             self._error(session, ErrorCode.RATE_LIMITED, "too many requests; slow down", request.ref)
             return
         if payload:
             message = f"{request.type} takes no payload, got {len(payload)} bytes"
-            if session.state is State.GREETED and isinstance(request, wire.Login):
+            if greeted and isinstance(request, wire.Login):
                 session.close_with(ErrorCode.BAD_REQUEST, message, request.ref)
             else:
                 self._error(session, ErrorCode.BAD_REQUEST, message, request.ref)
             return
-        if session.state is State.GREETED and not isinstance(request, wire.Login | wire.Ping | wire.Pong):
+        if greeted and not isinstance(request, wire.Login | wire.Ping):
             self._error(session, ErrorCode.NOT_LOGGED_IN, f"log in before {request.type}", request.ref)
             return
         try:
@@ -338,6 +344,8 @@ class ChatService:
             self.store.hold_nick(old_key, old_nick, session.identity, now)  # still held by us (PROTOCOL.md 8)
         self.store.hold_nick(key, nick, session.identity, now)
         session.send(wire.encode(wire.NickChanged(nick=nick, old=old_nick, ref=request.ref)))
+        if nick == old_nick:
+            return
         for room in session.rooms.values():
             presence = wire.Presence(room=room.name, nick=nick, event="nick", old=old_nick)
             room.fan_out(wire.encode(presence), skip=session)
@@ -404,14 +412,20 @@ class ChatService:
         sender.send(frame)
         if result.duplicate:
             return
-        assert draft.recipient_key is not None
-        recipient = self.registry.by_nick(draft.recipient_key)
-        if (
-            isinstance(recipient, Session)
-            and recipient.identity == draft.recipient_identity
-            and recipient is not sender
-        ):
+        # The recipient is an identity: its connection gets the message live even when it has since moved to
+        # another nick, so a resume with `since` never skips a stored message below a live one (PROTOCOL.md 8).
+        assert draft.recipient_identity is not None
+        recipient = self.registry.by_identity(draft.recipient_identity)
+        if isinstance(recipient, Session) and recipient is not sender:
             recipient.send(frame)
+
+    def _nick_spelling(self, key: str) -> str | None:
+        """The nick with this folded key as its owner spells it (connected, else last holder), or None."""
+        online = self.registry.by_nick(key)
+        if isinstance(online, Session):
+            return online.nick
+        holder = self.store.nick_holder(key)
+        return None if holder is None else holder.nick
 
     def history(self, session: Session, request: wire.HistoryQuery) -> None:
         """A page of a room, of one private conversation, or of all of this identity's private messages."""
@@ -428,8 +442,9 @@ class ChatService:
         elif request.to is not None:
             to_name = checked_nick(request.to)
             to_key = fold(to_name)
-            if self.registry.by_nick(to_key) is None and self.store.nick_holder(to_key) is None:
-                raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {to_name!r}")
+            to_name = self._nick_spelling(to_key)
+            if to_name is None:
+                raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {request.to!r}")
             scope = Scope.conversation(session.identity, to_key)
         else:
             scope = Scope.private(session.identity)

@@ -58,7 +58,8 @@ _COLUMNS = "id, ts, sender, room, recipient, text, cid"
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
-    """A message as kept: `room` for a room message, `recipient` (the nick as addressed) for a private one."""
+    """A message as kept: `room` for a room message, `recipient` (the recipient's nick, spelled as its holder
+    spells it) for a private one."""
 
     id: int
     ts: int
