@@ -26,7 +26,7 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ServerConfig(_Section):
     host: str = "0.0.0.0"
-    port: int = msgspec.field(default=7777)
+    port: int = 7777
     udp_port: int = 7777
     backlog: int = 512
     secret: str = ""
@@ -43,6 +43,8 @@ class LimitsConfig(_Section):
     burst: int = 100
     idle_timeout: float = 120.0
     login_timeout: float = 10.0
+    udp_per_second: float = 50.0
+    udp_burst: int = 100
 
 
 class HistoryConfig(_Section):
@@ -103,6 +105,8 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("limits", "burst", 1),
     ("limits", "idle_timeout", 0.05),
     ("limits", "login_timeout", 0.05),
+    ("limits", "udp_per_second", 0.001),
+    ("limits", "udp_burst", 1),
     ("history", "replay", 1),
     ("history", "retention_days", 0),
     ("files", "max_bytes", 0),

@@ -36,6 +36,9 @@ from chat.protocol.messages import (
     Ping,
     Pong,
     Presence,
+    QuickMessage,
+    QuickOk,
+    QuickSend,
     Quit,
     Request,
     RoomInfo,
@@ -102,6 +105,16 @@ REQUEST_STRATEGIES: dict[type[Request], st.SearchStrategy[Request]] = {
     SetAway: st.builds(SetAway, ref=refs, text=optional_texts),
     ChangeNick: st.builds(ChangeNick, ref=refs, nick=texts),
     ListRooms: st.builds(ListRooms, ref=refs),
+    QuickSend: st.builds(
+        QuickSend,
+        ref=refs,
+        to=optional_texts,
+        room=optional_texts,
+        text=texts,
+        nudge=st.booleans(),
+        seq=st.none() | st.integers(1, 2**32 - 1),
+        cid=client_ids,
+    ),
 }
 requests = st.one_of(*REQUEST_STRATEGIES.values())
 
@@ -158,7 +171,24 @@ SERVER_FRAME_STRATEGIES: dict[type[ServerFrame], st.SearchStrategy[ServerFrame]]
     ),
     ServerPing: st.builds(ServerPing, t=free_form_t, ref=refs),
     ServerPong: st.builds(ServerPong, t=free_form_t, ref=refs),
-    Error: st.builds(Error, code=st.sampled_from(list(ErrorCode)).map(str), message=texts, ref=refs),
+    Error: st.builds(
+        Error,
+        code=st.sampled_from(list(ErrorCode)).map(str),
+        message=texts,
+        ref=refs,
+        seq=st.none() | st.integers(1, 2**32 - 1),
+    ),
+    QuickMessage: st.builds(
+        QuickMessage,
+        qid=st.integers(1, 2**53 - 1),
+        sender=texts,
+        to=optional_texts,
+        room=optional_texts,
+        text=texts,
+        nudge=st.booleans(),
+        ts=st.integers(0, INT64_MAX),
+    ),
+    QuickOk: st.builds(QuickOk, qid=st.integers(1, 2**53 - 1), ref=refs),
 }
 server_frames = st.one_of(*SERVER_FRAME_STRATEGIES.values())
 

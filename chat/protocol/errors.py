@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     NO_SUCH_ROOM = "no_such_room"
     NOT_IN_ROOM = "not_in_room"
     NO_SUCH_NICK = "no_such_nick"
+    NICK_OFFLINE = "nick_offline"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CLIENTS = "too_many_clients"
     TIMEOUT = "timeout"

@@ -114,7 +114,22 @@ class ListRooms(Request, tag="rooms", kw_only=True):
     type: ClassVar[str] = "rooms"
 
 
-ClientRequest = Login | Ping | Pong | Quit | Join | Part | Say | HistoryQuery | Who | SetAway | ChangeNick | ListRooms
+class QuickSend(Request, tag="quick", kw_only=True):
+    """A quick message over TCP: one too big for a datagram, one whose datagram got no ACK (with its `seq`), or one
+    from a client whose UDP is blocked (PROTOCOL.md 6)."""
+
+    type: ClassVar[str] = "quick"
+    to: str | None = None
+    room: str | None = None
+    text: str
+    nudge: bool = False
+    seq: Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)] | None = None
+    cid: ClientId | None = None
+
+
+ClientRequest = (
+    Login | Ping | Pong | Quit | Join | Part | Say | HistoryQuery | Who | SetAway | ChangeNick | ListRooms | QuickSend
+)
 REQUEST_TYPES = frozenset(cls.type for cls in ClientRequest.__args__)
 _json_decoder = msgspec.json.Decoder()
 
@@ -309,9 +324,33 @@ class ServerPong(ServerFrame, tag="pong", kw_only=True):
 
 
 class Error(ServerFrame, tag="error", kw_only=True):
+    """An error; `seq` names the quick-message datagram it refuses, when it refuses one (PROTOCOL.md 8, UDP)."""
+
     type: ClassVar[str] = "error"
     code: str
     message: str
+    ref: Ref | None = None
+    seq: int | None = None
+
+
+class QuickMessage(ServerFrame, tag="quick", kw_only=True, rename={"sender": "from"}):
+    """A quick message (not stored), over whichever path carried it; clients drop a `qid` they already hold."""
+
+    type: ClassVar[str] = "quick"
+    qid: int
+    sender: str
+    to: str | None = None
+    room: str | None = None
+    text: str
+    nudge: bool = False
+    ts: int
+
+
+class QuickOk(ServerFrame, tag="quick_ok", kw_only=True):
+    """The answer to a TCP `quick`: the message was accepted and delivered as `qid`."""
+
+    type: ClassVar[str] = "quick_ok"
+    qid: int
     ref: Ref | None = None
 
 
@@ -330,6 +369,8 @@ ServerMessage = (
     | ServerPing
     | ServerPong
     | Error
+    | QuickMessage
+    | QuickOk
 )
 SERVER_TYPES = frozenset(cls.type for cls in ServerMessage.__args__)
 _server_decoder = msgspec.json.Decoder(ServerMessage)
@@ -352,6 +393,6 @@ def encode(message: msgspec.Struct, payload: bytes = b"") -> bytes:
     return encode_frame(_encoder.encode(message), payload)
 
 
-def encode_error(code: ErrorCode, message: str, ref: Ref | None = None) -> bytes:
+def encode_error(code: ErrorCode, message: str, ref: Ref | None = None, seq: int | None = None) -> bytes:
     """An `error` frame."""
-    return encode(Error(code=code.value, message=message, ref=ref))
+    return encode(Error(code=code.value, message=message, ref=ref, seq=seq))

@@ -74,8 +74,11 @@ class ChatServer:
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         family = self._server.sockets[0].family
+        router = self._service.quick
         transport, self._udp = await loop.create_datagram_endpoint(
-            QuickChannel, local_addr=(self.config.server.host, self.config.server.udp_port), family=family
+            lambda: QuickChannel(router),
+            local_addr=(self.config.server.host, self.config.server.udp_port),
+            family=family,
         )
         self.udp_port = transport.get_extra_info("sockname")[1]
         self._service.udp_port = self.udp_port

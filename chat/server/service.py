@@ -18,11 +18,12 @@ from typing import Any
 from chat import __version__
 from chat.config import Config
 from chat.protocol import messages as wire
-from chat.protocol.auth import new_nonce, new_session_token, new_udp_credentials, verify_proof
+from chat.protocol.auth import new_nonce, new_session_token, verify_proof
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.frames import MAX_SERVER_HEADER
 from chat.protocol.names import checked_nick, checked_room, checked_text, fold
 from chat.server.commits import CommitQueue
+from chat.server.quick import QuickRouter
 from chat.server.registry import SessionRegistry
 from chat.server.rooms import Room, RoomDirectory
 from chat.server.session import Session, State
@@ -72,7 +73,7 @@ class ChatService:
         self.clock = clock  # loop time, for rate limits and timeouts
         self.rooms = RoomDirectory()
         self.registry = SessionRegistry()
-        self.udp_sessions: dict[int, Session] = {}
+        self.quick = QuickRouter(self, config)
         self.udp_port = 0
         self.secret = config.server.secret or None
         limits = config.limits
@@ -101,6 +102,7 @@ class ChatService:
             wire.SetAway: self.set_away,
             wire.ChangeNick: self.change_nick,
             wire.ListRooms: self.list_rooms,
+            wire.QuickSend: self.quick_send,
         }
 
     # --- connection lifecycle ----------------------------------------------------------------------------------
@@ -122,7 +124,8 @@ class ChatService:
             return
         logger.info("%r disconnected", session)
         self._leave_all_rooms(session, "quit")
-        self.udp_sessions.pop(session.udp_sid, None)
+        if session.udp is not None:
+            self.quick.detach(session.udp)
         self.store.hold_nick(session.nick_key, session.nick, session.identity, now_ms())
 
     def _leave_all_rooms(self, session: Session, event: str) -> None:
@@ -211,15 +214,14 @@ class ChatService:
             token = request.session
         self.store.hold_nick(key, nick, identity, now)
         session.identity, session.token, session.nick, session.nick_key = identity, token, nick, key
-        session.udp_sid, session.udp_key = new_udp_credentials()
         session.state = State.ACTIVE
         self.registry.add(session)
-        self.udp_sessions[session.udp_sid] = session
+        udp = session.udp = self.quick.attach(session, self.clock())
         logger.info("%r logged in (identity %d)", session, identity)
         welcome = wire.Welcome(
             nick=nick,
             session=token,
-            udp=wire.UdpInfo(port=self.udp_port, sid=session.udp_sid, key=session.udp_key),
+            udp=wire.UdpInfo(port=self.udp_port, sid=udp.sid, key=udp.key_hex),
             limits=self.welcome_limits,
             ref=request.ref,
         )
@@ -461,6 +463,10 @@ class ChatService:
             )
 
         session.send(fit_page(build, page, keep_oldest=request.after is not None))
+
+    def quick_send(self, session: Session, request: wire.QuickSend) -> None:
+        """A quick message over TCP (PROTOCOL.md 6): answered with `quick_ok` or an error."""
+        self.quick.quick_request(session, request, self.clock())
 
     # --- keepalive and shutdown --------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from chat.protocol.messages import encode_error
 from chat.server.limits import TokenBucket
 
 if TYPE_CHECKING:
+    from chat.server.quick import UdpPeer
     from chat.server.rooms import Room
     from chat.server.service import ChatService
 
@@ -70,8 +71,7 @@ class Session:
         self.nick = ""
         self.nick_key = ""
         self.away: str | None = None
-        self.udp_sid = 0
-        self.udp_key = ""
+        self.udp: UdpPeer | None = None
         self.rooms: dict[str, Room] = {}
         self.slow_consumer = False
         self.frames_in = 0

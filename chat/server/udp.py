@@ -1,8 +1,7 @@
-"""The UDP endpoint of the quick-message channel.
+"""The UDP endpoint of the quick-message channel: an asyncio DatagramProtocol over the sans-I/O `QuickRouter`.
 
-The foundation opens it on `[server] udp_port` and hands each session its sid and key in `welcome`; the quick-message
-behaviour (PROTOCOL.md 6) is built on it separately. Until then every datagram is dropped without reply, as the
-protocol requires for anything it cannot verify, and counted.
+It only moves bytes and time: datagrams in (with the loop's clock), datagrams out, and one timer set to the router's
+next retransmission deadline.
 """
 
 from __future__ import annotations
@@ -10,25 +9,53 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from chat.server.quick import Address, QuickRouter
+
 logger = logging.getLogger("chat.server.udp")
 
 
 class QuickChannel(asyncio.DatagramProtocol):
-    """Receives datagrams on the server's UDP port."""
+    """Receives datagrams on the server's UDP port and runs the router's retransmission timer."""
 
-    def __init__(self) -> None:
+    def __init__(self, router: QuickRouter) -> None:
+        self.router = router
         self.transport: asyncio.DatagramTransport | None = None
-        self.dropped = 0
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        router.send_datagram = self._send
+        router.wake_at = self._wake_at
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.dropped += 1  # no reply: no amplification, no oracle (PROTOCOL.md 6)
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.router.datagram_received(data, addr, self._loop.time())
 
     def error_received(self, exc: Exception) -> None:
+        """ICMP errors (port unreachable: a client went away) say nothing useful; count them, keep serving."""
+        self.router.stats["icmp_errors"] += 1
         logger.debug("udp error: %s", exc)
 
+    def _send(self, data: bytes, address: Address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.router.stats["sent"] += 1
+            self.transport.sendto(data, address)
+
+    def _wake_at(self, deadline: float) -> None:
+        if self._timer is not None and self._timer.when() <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        next_deadline = self.router.poll(self._loop.time())
+        if next_deadline is not None:
+            self._wake_at(next_deadline)
+
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self.transport is not None:
             self.transport.close()

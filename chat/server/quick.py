@@ -1,0 +1,405 @@
+"""Quick messages (PROTOCOL.md 6 and 8, UDP): the datagram core of the server, free of sockets and of the clock.
+
+Every datagram goes through the same gate, in this order, and anything that fails is dropped with no reply and
+counted in `stats`: size and layout, the source address's token bucket (before any HMAC work), a known `sid`, the
+tag, the session's token bucket, the replay window (a repeated QUICK is acknowledged again, to the bound address
+only), and a bound address (only a HELLO newer than every seq seen binds one). Nothing is ever sent to an address
+that no valid HELLO bound.
+
+A quick message accepted from either path (UDP QUICK or TCP `quick`) gets a `qid` and goes to each recipient: as a
+QUICK datagram retransmitted 0.25, 0.75, 1.75 and 3.75 s after the first send until ACKed, or over TCP when the
+recipient has no bound address, the datagram would not fit, or 5 s passed without an ACK. Quick messages are not
+stored; a `cid` is remembered for 10 minutes per identity, and a `seq` per session, so neither path delivers one
+twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import msgspec
+
+from chat.config import Config
+from chat.protocol import datagrams as dg
+from chat.protocol import messages as wire
+from chat.protocol.auth import new_udp_credentials
+from chat.protocol.errors import ErrorCode, ProtocolViolation
+from chat.protocol.names import checked_nick, checked_room, checked_text, fold
+from chat.server.limits import TokenBucket
+
+if TYPE_CHECKING:
+    from chat.server.service import ChatService
+    from chat.server.session import Session
+
+logger = logging.getLogger("chat.server.udp")
+
+Address = tuple[str | int, ...]
+T = TypeVar("T")
+CID_MEMORY_SECONDS = 600.0  # PROTOCOL.md 6: a cid is delivered at most once in 10 minutes
+MAX_ADDRESS_BUCKETS = 4096
+MAX_REMEMBERED_CIDS = 100_000
+TYPING_PER_SECOND = 1.0
+TYPING_BURST = 3
+
+
+def _remember(table: OrderedDict[int, T], key: int, value: T) -> None:
+    """Keep `value` under `key` in a table of the last `WINDOW` seqs."""
+    table[key] = value
+    while len(table) > dg.WINDOW:
+        table.popitem(last=False)
+
+
+class UdpPeer:
+    """One session's UDP channel: credentials, bound address, both seq counters, replay window, what awaits an ACK."""
+
+    def __init__(self, session: Session, sid: int, key_hex: str, bucket: TokenBucket, typing: TokenBucket) -> None:
+        self.session = session
+        self.sid = sid
+        self.key_hex = key_hex
+        self.key = bytes.fromhex(key_hex)
+        self.address: Address | None = None
+        self.window = ReplayWindowWithAcks()
+        self.next_seq = 1
+        self.pending = dg.Retransmitter()
+        self.qids: OrderedDict[int, int] = OrderedDict()  # seq of a delivered QUICK -> its qid
+        self.bucket = bucket
+        self.typing = typing
+
+    def datagram(self, kind: dg.Kind, body: dg.Body | None) -> tuple[int, bytes]:
+        """The next seq and a signed datagram to this peer."""
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        raw = b"" if body is None else dg.encode_body(body)
+        return seq, dg.encode_datagram(kind, self.sid, seq, raw, self.key)
+
+
+class ReplayWindowWithAcks(dg.ReplayWindow):
+    """A replay window that also remembers how each recent QUICK was acknowledged, to acknowledge a repeat alike."""
+
+    __slots__ = ("ack_codes",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ack_codes: OrderedDict[int, str | None] = OrderedDict()
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A quick message on its way to one recipient over UDP, kept for the TCP fallback."""
+
+    recipient: Session
+    delivery: dg.QuickDelivery
+
+
+class QuickRouter:
+    """Admits datagrams, answers HELLO/PING/ACK/TYPING, and delivers quick messages over UDP or TCP."""
+
+    def __init__(self, service: ChatService, config: Config) -> None:
+        self.service = service
+        self.config = config
+        self.peers: dict[int, UdpPeer] = {}
+        self.stats: Counter[str] = Counter()
+        self._address_buckets: OrderedDict[Address, TokenBucket] = OrderedDict()
+        self._cids: OrderedDict[tuple[int, str], tuple[int, float]] = OrderedDict()
+        self._last_qid = 0
+        self.send_datagram: Callable[[bytes, Address], None] = lambda data, address: None
+        self.wake_at: Callable[[float], None] = lambda deadline: None
+
+    # --- sessions ----------------------------------------------------------------------------------------------
+
+    def attach(self, session: Session, now: float) -> UdpPeer:
+        """A new UDP channel for a session that just logged in (new sid and key every welcome)."""
+        sid, key = new_udp_credentials()
+        while sid in self.peers:
+            sid, key = new_udp_credentials()
+        limits = self.config.limits
+        peer = UdpPeer(
+            session,
+            sid,
+            key,
+            TokenBucket(limits.udp_per_second, limits.udp_burst, now),
+            TokenBucket(TYPING_PER_SECOND, TYPING_BURST, now),
+        )
+        self.peers[sid] = peer
+        return peer
+
+    def detach(self, peer: UdpPeer) -> None:
+        """Forget a session's channel; what was on its way to it is dropped with it."""
+        if self.peers.get(peer.sid) is peer:
+            del self.peers[peer.sid]
+        peer.pending.clear()
+
+    # --- the gate ----------------------------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, address: Address, now: float) -> None:
+        """Admit one datagram (see the module doc) and act on it."""
+        self.stats["received"] += 1
+        if not self._address_bucket(address, now).take(now):
+            self.stats["dropped_rate_address"] += 1
+            return
+        try:
+            datagram = dg.parse_datagram(data)
+        except dg.DatagramError:
+            self.stats["dropped_layout"] += 1
+            return
+        peer = self.peers.get(datagram.sid)
+        if peer is None:
+            self.stats["dropped_unknown_sid"] += 1
+            return
+        if not dg.verify(datagram, peer.key):
+            self.stats["dropped_bad_tag"] += 1
+            return
+        if not peer.bucket.take(now):
+            self.stats["dropped_rate_session"] += 1
+            return
+        seen = peer.window.check(datagram.seq)
+        if datagram.kind is dg.Kind.HELLO:
+            if datagram.seq <= peer.window.highest:  # only a HELLO newer than every seq seen binds
+                self.stats["dropped_stale_hello"] += 1
+                return
+            peer.window.mark(datagram.seq)
+            peer.address = address
+            self._send(peer, dg.Kind.HELLO, dg.HelloBody(seq=datagram.seq))
+            return
+        if peer.address is None:
+            self.stats["dropped_unbound"] += 1
+            return
+        if seen is not dg.Seen.NEW:
+            if seen is dg.Seen.DUPLICATE and datagram.kind is dg.Kind.QUICK and datagram.seq in peer.window.ack_codes:
+                self.stats["quick_reacked"] += 1  # the sender's ACK was lost: acknowledge again, deliver nothing
+                self._ack(peer, datagram.seq, peer.window.ack_codes[datagram.seq])
+            else:
+                self.stats["dropped_replay"] += 1
+            return
+        peer.window.mark(datagram.seq)
+        handler = self._handlers.get(datagram.kind)
+        if handler is None:
+            self.stats["dropped_kind"] += 1
+            return
+        handler(self, peer, datagram, now)
+
+    def _address_bucket(self, address: Address, now: float) -> TokenBucket:
+        bucket = self._address_buckets.get(address)
+        if bucket is None:
+            limits = self.config.limits
+            bucket = self._address_buckets[address] = TokenBucket(limits.udp_per_second, limits.udp_burst, now)
+            if len(self._address_buckets) > MAX_ADDRESS_BUCKETS:
+                self._address_buckets.popitem(last=False)
+        else:
+            self._address_buckets.move_to_end(address)
+        return bucket
+
+    # --- kinds -------------------------------------------------------------------------------------------------
+
+    def _on_quick(self, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
+        try:
+            body = dg.decode_body(datagram.body, dg.QuickRequest)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._refuse(peer, datagram.seq, ProtocolViolation(ErrorCode.BAD_REQUEST, f"QUICK body: {exc}"))
+            return
+        try:
+            qid = self.deliver(peer.session, body, now)
+        except ProtocolViolation as exc:
+            self._refuse(peer, datagram.seq, exc)
+            return
+        _remember(peer.qids, datagram.seq, qid)
+        _remember(peer.window.ack_codes, datagram.seq, None)
+        self._ack(peer, datagram.seq, None)
+
+    def _refuse(self, peer: UdpPeer, seq: int, exc: ProtocolViolation) -> None:
+        """ACK with the code, and the same error over TCP with the datagram's seq (PROTOCOL.md 8, UDP)."""
+        self.stats["quick_refused"] += 1
+        _remember(peer.window.ack_codes, seq, exc.code.value)
+        self._ack(peer, seq, exc.code.value)
+        peer.session.send(wire.encode_error(exc.code, exc.message, seq=seq))
+
+    def _on_ack(self, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
+        try:
+            body = dg.decode_body(datagram.body, dg.AckBody)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self.stats["dropped_body"] += 1
+            return
+        if peer.pending.ack(body.seq) is not None:
+            self.stats["quick_acked_by_recipient"] += 1
+
+    def _on_ping(self, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
+        try:
+            body = dg.decode_body(datagram.body, dg.PingBody) if datagram.body else dg.PingBody()
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self.stats["dropped_body"] += 1
+            return
+        self._send(peer, dg.Kind.PONG, dg.PongBody(t=body.t, server_ts=time.time_ns() // 1_000_000))
+
+    def _on_typing(self, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
+        """Best effort, never acknowledged, never over TCP: forwarded to recipients with a bound address only."""
+        if not peer.typing.take(now):
+            self.stats["dropped_typing_rate"] += 1
+            return
+        try:
+            body = dg.decode_body(datagram.body, dg.TypingRequest)
+            recipients = self._recipients(peer.session, body.to, body.room)
+        except (msgspec.ValidationError, msgspec.DecodeError, ProtocolViolation):
+            self.stats["dropped_body"] += 1
+            return
+        session = peer.session
+        room = session.rooms[fold(body.room)].name if body.room is not None else None
+        notice = dg.TypingNotice(sender=session.nick, to=None if room else recipients[0].nick, room=room)
+        for recipient in recipients:
+            if recipient.udp is not None and recipient.udp.address is not None:
+                self._send(recipient.udp, dg.Kind.TYPING, notice)
+
+    _handlers: dict[dg.Kind, Callable[[QuickRouter, UdpPeer, dg.Datagram, float], None]] = {
+        dg.Kind.QUICK: _on_quick,
+        dg.Kind.ACK: _on_ack,
+        dg.Kind.PING: _on_ping,
+        dg.Kind.TYPING: _on_typing,
+    }
+
+    # --- delivery ----------------------------------------------------------------------------------------------
+
+    def quick_request(self, session: Session, request: wire.QuickSend, now: float) -> None:
+        """The TCP `quick` request: deliver (or find the earlier delivery of its seq) and answer `quick_ok`."""
+        peer = session.udp
+        if request.seq is not None and peer is not None:
+            earlier = peer.qids.get(request.seq)
+            if earlier is not None:  # it did arrive by UDP: PROTOCOL.md 8, not delivered again
+                session.send(wire.encode(wire.QuickOk(qid=earlier, ref=request.ref)))
+                return
+        body = dg.QuickRequest(
+            to=request.to, room=request.room, text=request.text, nudge=request.nudge, cid=request.cid
+        )
+        try:
+            qid = self.deliver(session, body, now)
+        except ProtocolViolation as exc:
+            session.send(wire.encode_error(exc.code, exc.message, request.ref, request.seq))
+            return
+        if request.seq is not None and peer is not None:
+            _remember(peer.qids, request.seq, qid)
+            if peer.window.check(request.seq) is dg.Seen.NEW:
+                peer.window.mark(request.seq)  # a late UDP copy of it is a duplicate now
+                _remember(peer.window.ack_codes, request.seq, None)
+        session.send(wire.encode(wire.QuickOk(qid=qid, ref=request.ref)))
+
+    def deliver(self, sender: Session, body: dg.QuickRequest, now: float) -> int:
+        """Validate a quick message, send it to its recipients, return its qid (ProtocolViolation if refused)."""
+        if (body.to is None) == (body.room is None):
+            raise ProtocolViolation(ErrorCode.BAD_REQUEST, "a quick message takes exactly one of `to` and `room`")
+        if body.cid is not None and not 1 <= len(body.cid) <= 64:
+            raise ProtocolViolation(ErrorCode.BAD_REQUEST, "cid must be 1 to 64 characters")
+        text = checked_text(body.text, dg.MAX_QUICK_CHARS)
+        if body.cid is not None:
+            known = self._cids.get((sender.identity, body.cid))
+            if known is not None and known[1] > now:
+                self.stats["quick_duplicate_cid"] += 1
+                return known[0]
+        recipients = self._recipients(sender, body.to, body.room)
+        qid = self._next_qid()
+        room = sender.rooms[fold(body.room)].name if body.room is not None else None
+        delivery = dg.QuickDelivery(
+            qid=qid,
+            sender=sender.nick,
+            to=None if room else recipients[0].nick,
+            room=room,
+            text=text,
+            nudge=body.nudge,
+            ts=time.time_ns() // 1_000_000,
+        )
+        for recipient in recipients:
+            self._deliver_to(recipient, delivery, now)
+        if body.cid is not None:
+            self._cids[(sender.identity, body.cid)] = (qid, now + CID_MEMORY_SECONDS)
+            self._forget_old_cids(now)
+        self.stats["quick_delivered"] += 1
+        return qid
+
+    def _recipients(self, sender: Session, to: str | None, room_name: str | None) -> list[Session]:
+        from chat.server.session import Session
+
+        if to is not None:
+            key = fold(checked_nick(to))
+            online = self.service.registry.by_nick(key)
+            if isinstance(online, Session):
+                return [online]
+            if self.service.store.nick_holder(key) is None:
+                raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {to!r}")
+            raise ProtocolViolation(ErrorCode.NICK_OFFLINE, f"{to!r} is not connected; quick messages are not stored")
+        assert room_name is not None
+        name = checked_room(room_name)
+        room = sender.rooms.get(fold(name))
+        if room is None:
+            if self.service.rooms.get(fold(name)) is None:
+                raise ProtocolViolation(ErrorCode.NO_SUCH_ROOM, f"no room {name!r}")
+            raise ProtocolViolation(ErrorCode.NOT_IN_ROOM, f"not in room {name!r}")
+        return [member for member in room if isinstance(member, Session) and member is not sender]
+
+    def _deliver_to(self, recipient: Session, delivery: dg.QuickDelivery, now: float) -> None:
+        peer = recipient.udp
+        if peer is not None and peer.address is not None:
+            try:
+                seq, data = peer.datagram(dg.Kind.QUICK, delivery)
+            except dg.DatagramError:
+                pass  # too big for a datagram (long CJK text): TCP
+            else:
+                self.send_datagram(data, peer.address)
+                peer.pending.add(seq, data, now, InFlight(recipient, delivery))
+                self.wake_at(now + dg.RETRANSMIT_AFTER[0])
+                return
+        self._over_tcp(recipient, delivery)
+
+    def _over_tcp(self, recipient: Session, delivery: dg.QuickDelivery) -> None:
+        self.stats["quick_over_tcp"] += 1
+        frame = wire.QuickMessage(
+            qid=delivery.qid,
+            sender=delivery.sender,
+            to=delivery.to,
+            room=delivery.room,
+            text=delivery.text,
+            nudge=delivery.nudge,
+            ts=delivery.ts,
+        )
+        recipient.send(wire.encode(frame))
+
+    def poll(self, now: float) -> float | None:
+        """Retransmit what is due, fall back to TCP for what waited 5 s; return when to poll next."""
+        deadline: float | None = None
+        for peer in list(self.peers.values()):
+            if not peer.pending:
+                continue
+            resend, expired = peer.pending.poll(now)
+            for pending in resend:
+                if peer.address is not None:
+                    self.stats["quick_retransmitted"] += 1
+                    self.send_datagram(pending.data, peer.address)
+            for pending in expired:
+                in_flight: InFlight = pending.context
+                self._over_tcp(in_flight.recipient, in_flight.delivery)
+            next_due = peer.pending.next_deadline()
+            if next_due is not None and (deadline is None or next_due < deadline):
+                deadline = next_due
+        return deadline
+
+    # --- helpers -----------------------------------------------------------------------------------------------
+
+    def _send(self, peer: UdpPeer, kind: dg.Kind, body: dg.Body | None) -> None:
+        assert peer.address is not None
+        _, data = peer.datagram(kind, body)
+        self.send_datagram(data, peer.address)
+
+    def _ack(self, peer: UdpPeer, seq: int, code: str | None) -> None:
+        self._send(peer, dg.Kind.ACK, dg.AckBody(seq=seq, code=code))
+
+    def _next_qid(self) -> int:
+        """Increasing and unique across restarts: milliseconds since the epoch times 1024, plus a counter."""
+        self._last_qid = max(self._last_qid + 1, (time.time_ns() // 1_000_000) * 1024)
+        return self._last_qid
+
+    def _forget_old_cids(self, now: float) -> None:
+        while self._cids:
+            key, (_, expires) = next(iter(self._cids.items()))
+            if expires > now and len(self._cids) <= MAX_REMEMBERED_CIDS:
+                break
+            del self._cids[key]
