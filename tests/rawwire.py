@@ -177,3 +177,86 @@ class RawConnection:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class RawUdp(asyncio.DatagramProtocol):
+    """A UDP socket on loopback speaking the quick-message datagrams of one session, with nothing automatic."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.bytes_received = 0
+        self.sid = 0
+        self.key = b""
+        self.server: tuple[str, int] = ("127.0.0.1", 0)
+        self.next_seq = 1
+
+    @classmethod
+    async def open(cls, udp_port: int, welcome: Header | None = None, source: str = "127.0.0.1") -> RawUdp:
+        loop = asyncio.get_running_loop()
+        _, endpoint = await loop.create_datagram_endpoint(cls, local_addr=(source, 0))
+        endpoint.server = ("127.0.0.1", udp_port)
+        if welcome is not None:
+            endpoint.sid = welcome["udp"]["sid"]
+            endpoint.key = bytes.fromhex(welcome["udp"]["key"])
+        return endpoint
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.bytes_received += len(data)
+        self.queue.put_nowait(data)
+
+    def send_raw(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, self.server)
+
+    def send(self, kind: int, body: Header | None = None, *, seq: int | None = None) -> int:
+        """Sign and send one datagram of this session; returns its seq."""
+        from chat.protocol import datagrams as dg
+
+        if seq is None:
+            seq, self.next_seq = self.next_seq, self.next_seq + 1
+        raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+        self.send_raw(dg.encode_datagram(dg.Kind(kind), self.sid, seq, raw, self.key))
+        return seq
+
+    async def recv(self, timeout: float = 5.0) -> tuple[int, int, Header | None]:
+        """(kind, seq, body) of the next datagram, which must carry our sid and a good tag."""
+        from chat.protocol import datagrams as dg
+
+        data = await asyncio.wait_for(self.queue.get(), timeout)
+        parsed = dg.parse_datagram(data)
+        assert parsed.sid == self.sid and dg.verify(parsed, self.key), "a datagram not signed for this session"
+        return parsed.kind, parsed.seq, json.loads(parsed.body) if parsed.body else None
+
+    async def expect(self, kind: int, timeout: float = 5.0) -> tuple[int, Header | None]:
+        """(seq, body) of the next datagram of `kind`, skipping others."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"no datagram of kind {kind} within {timeout}s")
+            try:
+                got, seq, body = await self.recv(remaining)
+            except TimeoutError:
+                raise AssertionError(f"no datagram of kind {kind} within {timeout}s") from None
+            if got == kind:
+                return seq, body
+
+    async def bind(self) -> None:
+        """HELLO until the server answers."""
+        for _ in range(20):
+            seq = self.send(1)
+            try:
+                _, body = await self.expect(1, timeout=0.5)
+            except AssertionError:
+                continue
+            assert body == {"seq": seq}
+            return
+        raise AssertionError("the server never answered HELLO")
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
