@@ -39,8 +39,10 @@ import msgspec
 
 from chat.client.connection import DEFAULT_IDLE_TIMEOUT, Connection, FrameHook, RefValue
 from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, ProtocolError, ServerError
-from chat.client.events import ConnectionEvent, ConnectionState, Event
+from chat.client.events import ConnectionEvent, ConnectionState, Event, Typing
 from chat.client.resume import Backoff, Conversation, ResumeState
+from chat.client.udp import QuickJob, QuickReceipt, UdpLink, UdpState
+from chat.protocol import datagrams as dg
 from chat.protocol.errors import ErrorCode
 from chat.protocol.messages import (
     AwayChanged,
@@ -57,6 +59,9 @@ from chat.protocol.messages import (
     Part,
     Parted,
     Ping,
+    QuickMessage,
+    QuickOk,
+    QuickSend,
     Quit,
     Request,
     RoomList,
@@ -99,6 +104,9 @@ class ClientOptions:
     max_reconnect_attempts: int | None = None  # None: keep trying until closed
     quit_timeout: float = 2.0
     ssl: ssl_module.SSLContext | bool | None = None  # TLS hook, passed to asyncio.open_connection
+    udp: bool = True  # use the UDP quick channel (False: quick messages always go over TCP)
+    udp_host: str | None = None  # where the server's UDP port is, if not at `host` (a test relay, say)
+    udp_port: int | None = None  # if not the port `welcome` names
 
 
 class _EndOfEvents:
@@ -137,10 +145,15 @@ class Client:
         self._quitting = False
         self._wakeup: asyncio.Future[None] | None = None
         self._say_waiters: dict[str, asyncio.Future[Message]] = {}
+        self._udp: UdpLink | None = None
+        self._quick_jobs: dict[str, QuickJob] = {}
+        self._seen_qids: dict[int, None] = {}  # insertion-ordered, bounded: quick messages already delivered
+        self._refused_seqs: set[int] = set()  # QUICKs refused by an ACK code: their TCP error is not an event
         self._say_refs: dict[RefValue, str] = {}  # ref of the latest send of a say -> its cid, to match errors
         self._say_ref_of: dict[str, RefValue] = {}
         self._refs = itertools.count(1)
         self._supervisor: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<Client {self._nick!r} {self.host}:{self.port} {self._state.value}>"
@@ -180,6 +193,44 @@ class Client:
     def unacknowledged(self) -> list[Say]:
         """Says not yet acknowledged, oldest first (an application may keep them and say them again, same cid)."""
         return self._resume.unacked
+
+    @property
+    def udp_state(self) -> str:
+        """The UDP quick channel: "binding", "ok", "blocked" (quick messages go over TCP) or "off"."""
+        return self._udp.state.value if self._udp is not None else UdpState.OFF.value
+
+    async def wait_udp(self, timeout: float | None = None) -> bool:
+        """Wait until the UDP quick channel is bound; False if it is not within `timeout` (blocked, or off)."""
+        link = self._udp
+        if link is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await link.wait_bound()
+        except TimeoutError:
+            return False
+        return link.state is UdpState.OK
+
+    async def udp_ping(self, timeout: float = 2.0) -> float | None:
+        """Measure the UDP round trip now: seconds, or None if the channel is not bound or no PONG came in time."""
+        link = self._udp
+        if link is None or link.state is not UdpState.OK:
+            return None
+        try:
+            async with asyncio.timeout(timeout):
+                return await link.ping()
+        except TimeoutError:
+            return None
+
+    @property
+    def udp_rtt(self) -> float | None:
+        """The last UDP round-trip time to the server in seconds, or None before the first PONG."""
+        return self._udp.rtt if self._udp is not None else None
+
+    @property
+    def clock_offset(self) -> float | None:
+        """The server's clock minus ours, in seconds, from the last PONG."""
+        return self._udp.clock_offset if self._udp is not None else None
 
     def highest_id(self, room: str | None = None) -> int | None:
         """The highest message id delivered for a room, or (room None) for the private messages.
@@ -268,6 +319,106 @@ class Client:
         self._say_ref_of[say.cid] = ref
         with contextlib.suppress(ConnectionLost):  # still tracked: the next resume sends it again
             connection.send(msgspec.structs.replace(say, ref=ref))
+
+    async def quick(
+        self, text: str, *, to: str | None = None, room: str | None = None, nudge: bool = False, cid: str | None = None
+    ) -> QuickReceipt:
+        """Send a quick message (not stored) to a nick or (all other members of) a room; return once the server
+        acknowledged it, by UDP ACK or TCP `quick_ok`.
+
+        It goes by UDP when the channel is bound and it fits in a datagram, else over TCP; a UDP one with no ACK
+        after 5 s goes over TCP too, and one still unacknowledged when the connection drops is sent again after the
+        resume with the same `cid`, which the server delivers at most once (PROTOCOL.md 6). Raises ServerError with
+        the refusal's code (`nick_offline`, `no_such_nick`, `not_in_room`, `bad_text`, ...), ClientClosed if the
+        client ends first.
+        """
+        if (room is None) == (to is None):
+            raise ValueError("quick takes exactly one of room= and to=")
+        self._check_open()
+        cid = cid or secrets.token_hex(8)
+        if cid in self._quick_jobs:
+            raise ValueError(f"a quick message with cid {cid!r} is already waiting for its acknowledgement")
+        future: asyncio.Future[QuickReceipt] = asyncio.get_running_loop().create_future()
+        job = self._quick_jobs[cid] = QuickJob(cid, to, room, text, nudge, future)
+        if self._state is ClientState.READY:
+            self._dispatch_quick(job)  # otherwise the resume sends it
+        try:
+            return await future
+        finally:
+            self._quick_jobs.pop(cid, None)
+
+    def typing(self, *, to: str | None = None, room: str | None = None) -> bool:
+        """Tell a nick or a room that we are typing: best effort, by UDP only; False if it could not be sent."""
+        if (room is None) == (to is None):
+            raise ValueError("typing takes exactly one of room= and to=")
+        return self._udp is not None and self._udp.send_typing(to, room)
+
+    def _dispatch_quick(self, job: QuickJob) -> None:
+        """Send a quick message by UDP if possible, else (or again, after a fallback) over TCP."""
+        if job.future.done() or job.over_tcp:
+            return
+        if job.seq is None and self._udp is not None and self._udp.try_send_quick(job):
+            return
+        job.over_tcp = True
+        task = asyncio.create_task(self._quick_over_tcp(job))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quick_over_tcp(self, job: QuickJob) -> None:
+        seq = job.seq
+        try:
+            frame = await self._request(
+                lambda ref: QuickSend(
+                    to=job.to, room=job.room, text=job.text, nudge=job.nudge, seq=seq, cid=job.cid, ref=ref
+                )
+            )
+            receipt = QuickReceipt(via="tcp", qid=_expect(frame, QuickOk).qid)
+        except (ServerError, ClientClosed, ProtocolError) as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+            return
+        if not job.future.done():
+            job.future.set_result(receipt)
+
+    def _quick_acked(self, job: QuickJob, code: str | None) -> None:
+        """A UDP ACK for one of our QUICKs: done, or refused with `code` (its TCP error is then not an event)."""
+        if job.future.done():
+            return
+        if code is None:
+            job.future.set_result(QuickReceipt(via="udp"))
+            return
+        if job.seq is not None:
+            self._refused_seqs.add(job.seq)
+        job.future.set_exception(ServerError(code, f"quick message refused: {code}"))
+
+    def _quick_expired(self, job: QuickJob) -> None:
+        """No ACK 5 s after the first send: over TCP with the datagram's seq (the server dedupes on it)."""
+        self._dispatch_quick(job)
+
+    def _receive_quick(self, message: QuickMessage) -> None:
+        """A quick message from either path; one already delivered (by its qid) is dropped."""
+        if message.qid in self._seen_qids:
+            return
+        self._seen_qids[message.qid] = None
+        if len(self._seen_qids) > 4096:
+            del self._seen_qids[next(iter(self._seen_qids))]
+        self._emit(message)
+
+    def _received_by_udp(self, delivery: dg.QuickDelivery) -> None:
+        self._receive_quick(
+            QuickMessage(
+                qid=delivery.qid,
+                sender=delivery.sender,
+                to=delivery.to,
+                room=delivery.room,
+                text=delivery.text,
+                nudge=delivery.nudge,
+                ts=delivery.ts,
+            )
+        )
+
+    def _typing_received(self, notice: dg.TypingNotice) -> None:
+        self._emit(Typing(sender=notice.sender, to=notice.to, room=notice.room))
 
     async def join(self, room: str, *, since: int | None = None) -> Joined:
         """Join a room (created on first join) and remember it, to join it again on every resume.
@@ -394,6 +545,10 @@ class Client:
             # PROTOCOL.md 3: the private messages above the login `since`, right after welcome.
             self._absorb(frame.messages)
             self._emit_all(self._resume.replay(self._resume.private, frame.messages, more=frame.truncated))
+        elif isinstance(frame, QuickMessage):
+            self._receive_quick(frame)
+        elif isinstance(frame, Error) and frame.seq is not None and frame.seq in self._refused_seqs:
+            self._refused_seqs.discard(frame.seq)  # the caller of quick() already has this refusal
         elif isinstance(frame, Error):
             cid = self._say_refs.pop(frame.ref, None) if frame.ref is not None else None
             if cid is not None:
@@ -493,10 +648,41 @@ class Client:
         self._session = welcome.session
         self._resume.add_own_nick(welcome.nick)
         self._state = ClientState.RESUMING
+        await self._open_udp(welcome)
         idle_timeout = float(welcome.limits.get("idle_timeout", DEFAULT_IDLE_TIMEOUT))
         connection.start(lambda frame: self._on_frame(connection, frame), idle_timeout=idle_timeout)
         logger.info("logged in to %s:%d as %r", self.host, self.port, welcome.nick)
         return connection
+
+    async def _open_udp(self, welcome: Welcome) -> None:
+        """A new UDP link for this session (PROTOCOL.md 6: a new sid, key and seq counters with every welcome)."""
+        self._close_udp()
+        if not self.options.udp:
+            return
+        host = self.options.udp_host or self.host
+        port = self.options.udp_port or welcome.udp.port
+        try:
+            self._udp = await UdpLink.open(
+                host,
+                port,
+                welcome.udp.sid,
+                welcome.udp.key,
+                on_quick=self._received_by_udp,
+                on_typing=self._typing_received,
+                on_ack=self._quick_acked,
+                on_expired=self._quick_expired,
+            )
+        except OSError as exc:
+            logger.info("no UDP quick channel (%s): quick messages go over TCP", exc)
+
+    def _close_udp(self) -> None:
+        """Close the session's UDP link; what waited for an ACK on it is sent again after the resume."""
+        link, self._udp = self._udp, None
+        if link is not None:
+            for job in link.abandon():
+                job.seq = None
+            link.close()
+        self._refused_seqs.clear()
 
     async def _start(self) -> None:
         """The first connection: any failure is raised to the caller of `connect()`."""
@@ -569,6 +755,9 @@ class Client:
         for say in self._resume.unacked:
             self._send_say(connection, say)
         self._set_ready(connection)
+        # PROTOCOL.md 6: quick messages not acknowledged when the connection dropped go again on the new session.
+        for job in list(self._quick_jobs.values()):
+            self._dispatch_quick(job)
 
     def _set_ready(self, connection: Connection) -> None:
         if self._closed is None and connection is self._connection:
@@ -579,6 +768,7 @@ class Client:
     def _lost(self) -> None:
         """Forget what belonged to the dead connection; tracked says and highest ids stay."""
         self._state = ClientState.RECONNECTING
+        self._close_udp()
         self._resume.connection_lost()
         self._say_refs.clear()
         self._say_ref_of.clear()
@@ -685,6 +875,10 @@ class Client:
         for waiter in waiters.values():
             if not waiter.done():
                 waiter.set_exception(closed)
+        for job in list(self._quick_jobs.values()):
+            if not job.future.done():
+                job.future.set_exception(closed)
+        self._close_udp()
         connection = self._connection
         if connection is not None:
             connection.abort(reason)
@@ -740,6 +934,9 @@ def connect(
     connect_timeout: float = 10.0,
     max_reconnect_attempts: int | None = None,
     ssl: ssl_module.SSLContext | bool | None = None,
+    udp: bool = True,
+    udp_host: str | None = None,
+    udp_port: int | None = None,
 ) -> Connect:
     """Connect and log in: `async with connect(host, port, nick="alice") as client:` (or `await connect(...)`).
 
@@ -758,5 +955,8 @@ def connect(
         connect_timeout=connect_timeout,
         max_reconnect_attempts=max_reconnect_attempts,
         ssl=ssl,
+        udp=udp,
+        udp_host=udp_host,
+        udp_port=udp_port,
     )
     return Connect(Client(host, port, nick, session=session, since=since, options=options))

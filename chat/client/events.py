@@ -9,6 +9,8 @@ Every event has a `type` that is its wire type and attributes named as on the wi
 - `Presence` (`"presence"`): someone joined, parted, quit, changed nick or went away.
 - `Error` (`"error"`): an error the server sent without answering one of our requests (one that does not close the
   connection; the closing ones become a `ConnectionEvent`).
+- `QuickMessage` (`"quick"`): a quick message (not stored), whichever path (UDP or TCP) carried it, exactly once.
+- `Typing` (`"typing"`): defined here; someone is typing (best effort, UDP only).
 - `ConnectionEvent` (`"connection"`): defined here; the link went down, is being re-established, is back, or the
   client has ended.
 
@@ -51,5 +53,17 @@ class ConnectionEvent(msgspec.Struct, frozen=True, kw_only=True):
     delay: float | None = None
 
 
-Event: TypeAlias = ServerFrame | ConnectionEvent
+class Typing(msgspec.Struct, frozen=True, kw_only=True):
+    """Someone is typing to this client (`to` is our nick) or in a room; best effort, by UDP only. A UI shows it for
+    a few seconds (`TYPING_SHOWN_SECONDS`) unless another one comes."""
+
+    type: ClassVar[str] = "typing"
+    sender: str
+    to: str | None = None
+    room: str | None = None
+
+
+TYPING_SHOWN_SECONDS = 5.0
+
+Event: TypeAlias = ServerFrame | ConnectionEvent | Typing
 """Anything `Client.recv()` returns; switch on `event.type` or `isinstance`."""

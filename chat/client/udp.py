@@ -1,0 +1,282 @@
+"""The client's end of the UDP quick-message channel (PROTOCOL.md 6): one `UdpLink` per logged-in connection.
+
+A link binds its address with HELLO (a new seq per attempt, at 0, 0.25, 0.75, 1.75 and 3.75 s; no answer within 5 s
+means UDP is blocked, and it tries again every `REBIND_SECONDS`), measures the round trip and clock offset with
+PING/PONG, sends QUICKs with retransmission and hands those with no ACK after 5 s back to the client for the TCP
+fallback, and acknowledges every QUICK the server sends (again for a repeat, delivering it once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from chat.protocol import datagrams as dg
+
+logger = logging.getLogger("chat.client.udp")
+
+HELLO_ATTEMPTS_AFTER = (0.0, *dg.RETRANSMIT_AFTER)
+REBIND_SECONDS = 15.0
+PING_SECONDS = 5.0
+
+
+class UdpState(StrEnum):
+    """What the link knows about the UDP path."""
+
+    BINDING = "binding"  # HELLO sent, no answer yet
+    OK = "ok"  # bound: quick messages go by UDP
+    BLOCKED = "blocked"  # no answer: quick messages go over TCP
+    OFF = "off"  # not used (the client was told so, or the link is closed)
+
+
+@dataclass(eq=False)
+class QuickJob:
+    """One quick message of the client, from `quick()` until the server acknowledged or refused it."""
+
+    cid: str
+    to: str | None
+    room: str | None
+    text: str
+    nudge: bool
+    future: asyncio.Future[QuickReceipt]
+    seq: int | None = None  # of the datagram that carried it on the current session, if any
+    over_tcp: bool = False  # a TCP `quick` request for it is in flight (it survives reconnects by itself)
+
+
+@dataclass(frozen=True, slots=True)
+class QuickReceipt:
+    """How a quick message was acknowledged: `via` "udp" (an ACK) or "tcp" (`quick_ok`, which names the qid)."""
+
+    via: str
+    qid: int | None = None
+
+
+class UdpLink(asyncio.DatagramProtocol):
+    """One session's UDP channel, from the client's side."""
+
+    def __init__(
+        self,
+        sid: int,
+        key_hex: str,
+        *,
+        on_quick: Callable[[dg.QuickDelivery], None],
+        on_typing: Callable[[dg.TypingNotice], None],
+        on_ack: Callable[[QuickJob, str | None], None],
+        on_expired: Callable[[QuickJob], None],
+    ) -> None:
+        self.sid = sid
+        self.key = bytes.fromhex(key_hex)
+        self.state = UdpState.BINDING
+        self.rtt: float | None = None
+        self.clock_offset: float | None = None  # server clock minus ours, seconds
+        self.transport: asyncio.DatagramTransport | None = None
+        self._on_quick = on_quick
+        self._on_typing = on_typing
+        self._on_ack = on_ack
+        self._on_expired = on_expired
+        self._window = dg.ReplayWindow()
+        self._next_seq = 1
+        self._pending = dg.Retransmitter()
+        self._hellos: set[int] = set()
+        self._pings: dict[int, tuple[float, asyncio.Future[float]]] = {}
+        self._bound = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def open(cls, host: str, port: int, sid: int, key_hex: str, **callbacks: Any) -> UdpLink:
+        """A link connected to the server's UDP port, already trying to bind."""
+        loop = asyncio.get_running_loop()
+        _, link = await loop.create_datagram_endpoint(lambda: cls(sid, key_hex, **callbacks), remote_addr=(host, port))
+        link._spawn(link._keep_bound())
+        return link
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- asyncio callbacks ---------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP port unreachable and the like: the path is broken for now, which the HELLO cycle will notice."""
+        logger.debug("udp error: %s", exc)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            datagram = dg.parse_datagram(data)
+        except dg.DatagramError:
+            return
+        if datagram.sid != self.sid or not dg.verify(datagram, self.key):
+            return
+        seen = self._window.check(datagram.seq)
+        if seen is dg.Seen.TOO_OLD:
+            return
+        if seen is dg.Seen.DUPLICATE:
+            if datagram.kind is dg.Kind.QUICK:
+                self._send(dg.Kind.ACK, dg.AckBody(seq=datagram.seq))  # our ACK was lost: again, deliver nothing
+            return
+        self._window.mark(datagram.seq)
+        try:
+            self._handle(datagram)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            logger.debug("undecodable %s body from the server", datagram.kind.name)
+
+    def _handle(self, datagram: dg.Datagram) -> None:
+        kind = datagram.kind
+        if kind is dg.Kind.QUICK:
+            delivery = dg.decode_body(datagram.body, dg.QuickDelivery)
+            self._send(dg.Kind.ACK, dg.AckBody(seq=datagram.seq))
+            self._on_quick(delivery)
+        elif kind is dg.Kind.ACK:
+            ack = dg.decode_body(datagram.body, dg.AckBody)
+            pending = self._pending.ack(ack.seq)
+            if pending is not None:
+                self._on_ack(pending.context, ack.code)
+        elif kind is dg.Kind.HELLO:
+            hello = dg.decode_body(datagram.body, dg.HelloBody)
+            if hello.seq in self._hellos:
+                self._hellos.clear()
+                self.state = UdpState.OK
+                self._bound.set()
+        elif kind is dg.Kind.PONG:
+            pong = dg.decode_body(datagram.body, dg.PongBody)
+            ping = self._pings.pop(pong.t, None) if isinstance(pong.t, int) else None
+            if ping is not None:
+                sent, answered = ping
+                self.rtt = time.monotonic() - sent
+                self.clock_offset = pong.server_ts / 1000 - (time.time() - self.rtt / 2)
+                if not answered.done():
+                    answered.set_result(self.rtt)
+        elif kind is dg.Kind.TYPING:
+            self._on_typing(dg.decode_body(datagram.body, dg.TypingNotice))
+
+    # --- binding and keepalive -----------------------------------------------------------------------------------
+
+    async def _keep_bound(self) -> None:
+        """HELLO until answered (else BLOCKED), then PING now and then; HELLO again now and then to re-bind."""
+        while True:
+            if not await self._hello_cycle() and self.state is not UdpState.OFF:
+                if self.state is not UdpState.BLOCKED:
+                    logger.info("no answer to UDP HELLO: quick messages go over TCP")
+                self.state = UdpState.BLOCKED
+                await asyncio.sleep(REBIND_SECONDS)
+                continue
+            for _ in range(int(REBIND_SECONDS / PING_SECONDS)):
+                self._ping()
+                await asyncio.sleep(PING_SECONDS)
+
+    async def _hello_cycle(self) -> bool:
+        self._bound.clear()
+        started = self._loop.time()
+        for offset in HELLO_ATTEMPTS_AFTER:
+            delay = started + offset - self._loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._bound.wait()
+            if self._bound.is_set():
+                return True
+            self._hellos.add(self._send(dg.Kind.HELLO, None))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, started + dg.GIVE_UP_AFTER - self._loop.time())):
+                await self._bound.wait()
+        return self._bound.is_set()
+
+    def _ping(self) -> asyncio.Future[float]:
+        """Send a PING; the future gets the round-trip time when its PONG comes (unanswered ones are forgotten)."""
+        now = time.monotonic()
+        for stamp, (sent, answered) in list(self._pings.items()):
+            if now - sent > 30:
+                answered.cancel()
+                del self._pings[stamp]
+        answered: asyncio.Future[float] = self._loop.create_future()
+        stamp = time.monotonic_ns()
+        self._pings[stamp] = (now, answered)
+        self._send(dg.Kind.PING, dg.PingBody(t=stamp))
+        return answered
+
+    async def ping(self) -> float:
+        """The round-trip time of one PING/PONG now, in seconds (wrap it in a timeout: UDP may lose it)."""
+        return await asyncio.shield(self._ping())
+
+    # --- sending -------------------------------------------------------------------------------------------------
+
+    def _send(self, kind: dg.Kind, body: dg.Body | None) -> int:
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        raw = b"" if body is None else dg.encode_body(body)
+        data = dg.encode_datagram(kind, self.sid, seq, raw, self.key)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data)
+        return seq
+
+    def try_send_quick(self, job: QuickJob) -> bool:
+        """Send a quick message by UDP if the link is bound and it fits in a datagram; False: use TCP."""
+        if self.state is not UdpState.OK or self.transport is None:
+            return False
+        body = dg.encode_body(dg.QuickRequest(to=job.to, room=job.room, text=job.text, nudge=job.nudge, cid=job.cid))
+        if len(body) > dg.MAX_BODY:
+            return False
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        data = dg.encode_datagram(dg.Kind.QUICK, self.sid, seq, body, self.key)
+        self.transport.sendto(data)
+        job.seq = seq
+        now = self._loop.time()
+        self._pending.add(seq, data, now, job)
+        self._arm(now + dg.RETRANSMIT_AFTER[0])
+        return True
+
+    def send_typing(self, to: str | None, room: str | None) -> bool:
+        """Best effort: a TYPING datagram if bound."""
+        if self.state is not UdpState.OK:
+            return False
+        self._send(dg.Kind.TYPING, dg.TypingRequest(to=to, room=room))
+        return True
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None and self._timer.when() <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        resend, expired = self._pending.poll(self._loop.time())
+        if self.transport is not None and not self.transport.is_closing():
+            for pending in resend:
+                self.transport.sendto(pending.data)
+        for pending in expired:
+            self._on_expired(pending.context)
+        deadline = self._pending.next_deadline()
+        if deadline is not None:
+            self._arm(deadline)
+
+    async def wait_bound(self) -> None:
+        """Return once the server has answered a HELLO (the link is OK)."""
+        await self._bound.wait()
+
+    def abandon(self) -> list[QuickJob]:
+        """Stop waiting for every ACK; return the jobs that were waiting."""
+        return [pending.context for pending in self._pending.clear()]
+
+    def close(self) -> None:
+        self.state = UdpState.OFF
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self.transport is not None:
+            self.transport.close()
