@@ -198,10 +198,10 @@ class UdpLink(asyncio.DatagramProtocol):
     def _ping(self) -> asyncio.Future[float]:
         """Send a PING; the future gets the round-trip time when its PONG comes (unanswered ones are forgotten)."""
         now = time.monotonic()
-        for stamp, (sent, answered) in list(self._pings.items()):
+        for old_stamp, (sent, unanswered) in list(self._pings.items()):
             if now - sent > 30:
-                answered.cancel()
-                del self._pings[stamp]
+                unanswered.cancel()
+                del self._pings[old_stamp]
         answered: asyncio.Future[float] = self._loop.create_future()
         stamp = time.monotonic_ns()
         self._pings[stamp] = (now, answered)
