@@ -43,8 +43,8 @@ class LimitsConfig(_Section):
     burst: int = 100
     idle_timeout: float = 120.0
     login_timeout: float = 10.0
-    udp_per_second: float = 50.0
-    udp_burst: int = 100
+    udp_per_second: float = 200.0
+    udp_burst: int = 400
 
 
 class HistoryConfig(_Section):

@@ -28,7 +28,8 @@ class BenchServer:
         config = Path(workdir.name) / "config.toml"
         config.write_text(
             f'[history]\ndatabase = "{Path(workdir.name) / "bench.db"}"\n'
-            "[limits]\nmessages_per_second = 1000000\nburst = 1000000\nsend_queue_bytes = 67108864\n" + extra_config,
+            "[limits]\nmessages_per_second = 1000000\nburst = 1000000\nsend_queue_bytes = 67108864\n"
+            "udp_per_second = 1000000\nudp_burst = 1000000\n" + extra_config,
             encoding="utf-8",
         )
         executable = Path(sys.executable).parent / "chat-server"
