@@ -70,7 +70,9 @@ async def test_quick_to_a_recipient_without_udp_goes_over_tcp(server: ChatServer
     a_udp.close()
 
 
-async def test_unacked_quick_is_retransmitted_then_falls_back_to_tcp(server: ChatServer, connect: ConnectFactory) -> None:
+async def test_unacked_quick_is_retransmitted_then_falls_back_to_tcp(
+    server: ChatServer, connect: ConnectFactory
+) -> None:
     alice, bob = await connect("alice"), await connect("bob")
     a_udp, b_udp = await udp_for(server, alice), await udp_for(server, bob)
     loop = asyncio.get_running_loop()

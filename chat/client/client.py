@@ -33,7 +33,7 @@ from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -858,6 +858,21 @@ class Client:
         """End the client: a clean `quit` if connected. Safe to call more than once."""
         await self.quit()
 
+    def pause_reading(self) -> bool:
+        """Test hook: stop reading the current TCP connection, as a stuck client would; False if there is none.
+        Holds for this connection only (a reconnection reads)."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            return False
+        _read_transport(connection).pause_reading()
+        return True
+
+    def resume_reading(self) -> None:
+        """Read the current connection again after `pause_reading()`."""
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            _read_transport(connection).resume_reading()
+
     def drop_connection(self) -> None:
         """Test hook: cut the TCP connection under the client, as a network failure would; the client resumes."""
         if self._connection is not None:
@@ -890,6 +905,11 @@ class Client:
         log("client %r ended: %s", self._nick, closed)
         self._events.put_nowait(ConnectionEvent(state=ConnectionState.CLOSED, reason=reason, code=code))
         self._events.put_nowait(_END)
+
+
+def _read_transport(connection: Connection) -> asyncio.ReadTransport:
+    """The connection's transport as the reading side it also is (a stream transport reads and writes)."""
+    return cast(asyncio.ReadTransport, connection.transport)
 
 
 def _expect(frame: ServerFrame, kind: type[FrameT]) -> FrameT:
