@@ -167,3 +167,4 @@ async def test_typing_reaches_a_bound_recipient(server: ChatServer) -> None:
                 if isinstance(event, Typing):
                     break
         assert event.sender == "alice" and event.to == "bob"
+        assert bob.who_is_typing() == ["alice"] and bob.who_is_typing(room="lobby") == []

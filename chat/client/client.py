@@ -29,6 +29,7 @@ import itertools
 import logging
 import secrets
 import ssl as ssl_module
+import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -39,7 +40,7 @@ import msgspec
 
 from chat.client.connection import DEFAULT_IDLE_TIMEOUT, Connection, FrameHook, RefValue
 from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, ProtocolError, ServerError
-from chat.client.events import ConnectionEvent, ConnectionState, Event, Typing
+from chat.client.events import TYPING_SHOWN_SECONDS, ConnectionEvent, ConnectionState, Event, Typing
 from chat.client.resume import Backoff, Conversation, ResumeState
 from chat.client.udp import QuickJob, QuickReceipt, UdpLink, UdpState
 from chat.protocol import datagrams as dg
@@ -149,6 +150,7 @@ class Client:
         self._quick_jobs: dict[str, QuickJob] = {}
         self._seen_qids: dict[int, None] = {}  # insertion-ordered, bounded: quick messages already delivered
         self._refused_seqs: set[int] = set()  # QUICKs refused by an ACK code: their TCP error is not an event
+        self._typists: dict[tuple[str, str | None], float] = {}  # (sender, room or None) -> shown until (monotonic)
         self._say_refs: dict[RefValue, str] = {}  # ref of the latest send of a say -> its cid, to match errors
         self._say_ref_of: dict[str, RefValue] = {}
         self._refs = itertools.count(1)
@@ -418,7 +420,19 @@ class Client:
         )
 
     def _typing_received(self, notice: dg.TypingNotice) -> None:
+        self._typists[(notice.sender, notice.room)] = time.monotonic() + TYPING_SHOWN_SECONDS
         self._emit(Typing(sender=notice.sender, to=notice.to, room=notice.room))
+
+    def who_is_typing(self, room: str | None = None) -> list[str]:
+        """Nicks seen typing in `room` (None: to us privately) within the last few seconds; the notices expire."""
+        now = time.monotonic()
+        self._typists = {key: until for key, until in self._typists.items() if until > now}
+        wanted = None if room is None else self._resume.fold(room)
+        return sorted(
+            sender
+            for sender, where in self._typists
+            if (where is None and wanted is None) or (where is not None and self._resume.fold(where) == wanted)
+        )
 
     async def join(self, room: str, *, since: int | None = None) -> Joined:
         """Join a room (created on first join) and remember it, to join it again on every resume.
