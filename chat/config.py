@@ -57,6 +57,9 @@ class HistoryConfig(_Section):
 class FilesConfig(_Section):
     directory: str = "data/files"
     max_bytes: int = 100 * 1024 * 1024
+    quota_bytes: int = 1024 * 1024 * 1024
+    bytes_per_second: int = 0
+    resume_seconds: float = 3600.0
 
 
 class ClientConfig(_Section):
@@ -110,6 +113,9 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("history", "replay", 1),
     ("history", "retention_days", 0),
     ("files", "max_bytes", 0),
+    ("files", "quota_bytes", 0),
+    ("files", "bytes_per_second", 0),
+    ("files", "resume_seconds", 0),
 )
 SECTIONS: dict[str, type[_Section]] = {
     "server": ServerConfig,

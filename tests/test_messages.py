@@ -35,6 +35,15 @@ from chat.protocol.messages import (
     Parted,
     Ping,
     Pong,
+    FileChunk,
+    FileData,
+    FileDone,
+    FileEnd,
+    FileGet,
+    FileInfo,
+    FileOffer,
+    FileReady,
+    FileStored,
     Presence,
     QuickMessage,
     QuickOk,
@@ -115,6 +124,18 @@ REQUEST_STRATEGIES: dict[type[Request], st.SearchStrategy[Request]] = {
         seq=st.none() | st.integers(1, 2**32 - 1),
         cid=client_ids,
     ),
+    FileOffer: st.builds(
+        FileOffer,
+        ref=refs,
+        room=optional_texts,
+        to=optional_texts,
+        name=texts,
+        size=st.integers(0, INT64_MAX),
+        sha256=st.text("0123456789abcdef", min_size=64, max_size=64),
+    ),
+    FileChunk: st.builds(FileChunk, ref=refs, fid=st.text(min_size=1, max_size=64), offset=st.integers(0, INT64_MAX)),
+    FileDone: st.builds(FileDone, ref=refs, fid=st.text(min_size=1, max_size=64)),
+    FileGet: st.builds(FileGet, ref=refs, fid=st.text(min_size=1, max_size=64), offset=st.integers(0, INT64_MAX)),
 }
 requests = st.one_of(*REQUEST_STRATEGIES.values())
 
@@ -127,6 +148,7 @@ messages = st.builds(
     text=texts,
     ts=st.integers(0, INT64_MAX),
     cid=st.none() | texts,
+    file=st.none() | st.builds(FileInfo, fid=texts, name=texts, size=st.integers(0, INT64_MAX), sha256=texts),
 )
 SERVER_FRAME_STRATEGIES: dict[type[ServerFrame], st.SearchStrategy[ServerFrame]] = {
     Hello: st.builds(Hello, server=texts, protocol=st.integers(0, 10), auth=texts, nonce=texts),
@@ -189,6 +211,10 @@ SERVER_FRAME_STRATEGIES: dict[type[ServerFrame], st.SearchStrategy[ServerFrame]]
         ts=st.integers(0, INT64_MAX),
     ),
     QuickOk: st.builds(QuickOk, qid=st.integers(1, 2**53 - 1), ref=refs),
+    FileReady: st.builds(FileReady, fid=texts, offset=st.integers(0, INT64_MAX), ref=refs),
+    FileStored: st.builds(FileStored, fid=texts, id=message_ids, ref=refs),
+    FileData: st.builds(FileData, fid=texts, offset=st.integers(0, INT64_MAX)),
+    FileEnd: st.builds(FileEnd, fid=texts, sha256=texts, size=st.integers(0, INT64_MAX), ref=refs),
 }
 server_frames = st.one_of(*SERVER_FRAME_STRATEGIES.values())
 

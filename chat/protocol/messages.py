@@ -127,8 +127,62 @@ class QuickSend(Request, tag="quick", kw_only=True):
     cid: ClientId | None = None
 
 
+Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+FileId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Offset = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+MAX_CHUNK = 64 * 1024  # PROTOCOL.md 5: at most 64 KiB of data per file_chunk
+
+
+class FileOffer(Request, tag="file_offer", kw_only=True):
+    """Offer a file to a room or a nick; `name` is a display name only, never a path."""
+
+    type: ClassVar[str] = "file_offer"
+    room: str | None = None
+    to: str | None = None
+    name: str
+    size: Offset
+    sha256: Sha256Hex
+
+
+class FileChunk(Request, tag="file_chunk", kw_only=True):
+    """File data in the frame's payload, at `offset` (both directions use this type)."""
+
+    type: ClassVar[str] = "file_chunk"
+    fid: FileId
+    offset: Offset
+
+
+class FileDone(Request, tag="file_done", kw_only=True):
+    type: ClassVar[str] = "file_done"
+    fid: FileId
+
+
+class FileGet(Request, tag="file_get", kw_only=True):
+    type: ClassVar[str] = "file_get"
+    fid: FileId
+    offset: Offset = 0
+
+
+FILE_REQUESTS = (FileChunk,)  # the requests that carry a payload
+
 ClientRequest = (
-    Login | Ping | Pong | Quit | Join | Part | Say | HistoryQuery | Who | SetAway | ChangeNick | ListRooms | QuickSend
+    Login
+    | Ping
+    | Pong
+    | Quit
+    | Join
+    | Part
+    | Say
+    | HistoryQuery
+    | Who
+    | SetAway
+    | ChangeNick
+    | ListRooms
+    | QuickSend
+    | FileOffer
+    | FileChunk
+    | FileDone
+    | FileGet
 )
 REQUEST_TYPES = frozenset(cls.type for cls in ClientRequest.__args__)
 _json_decoder = msgspec.json.Decoder()
@@ -224,8 +278,18 @@ class Welcome(ServerFrame, tag="welcome", kw_only=True):
     ref: Ref | None = None
 
 
+class FileInfo(msgspec.Struct, kw_only=True):
+    """A stored file, as a `message` announces it."""
+
+    fid: str
+    name: str
+    size: int
+    sha256: str
+
+
 class Message(ServerFrame, tag="message", kw_only=True, rename={"sender": "from"}):
-    """A stored chat message: `room` for a room, `to` for a private one; `cid` acknowledges the sender's say."""
+    """A stored chat message: `room` for a room, `to` for a private one; `cid` acknowledges the sender's say;
+    `file` when it announces a file (its `text` is then the file's display name)."""
 
     type: ClassVar[str] = "message"
     id: int
@@ -235,6 +299,7 @@ class Message(ServerFrame, tag="message", kw_only=True, rename={"sender": "from"
     text: str
     ts: int
     cid: str | None = None
+    file: FileInfo | None = None
 
 
 class Joined(ServerFrame, tag="joined", kw_only=True):
@@ -346,6 +411,43 @@ class QuickMessage(ServerFrame, tag="quick", kw_only=True, rename={"sender": "fr
     ts: int
 
 
+class FileReady(ServerFrame, tag="file_ready", kw_only=True):
+    """The answer to `file_offer`: send chunks from `offset` (0, or where a resumed upload goes on)."""
+
+    type: ClassVar[str] = "file_ready"
+    fid: str
+    offset: int
+    ref: Ref | None = None
+
+
+class FileStored(ServerFrame, tag="file_stored", kw_only=True):
+    """The answer to `file_done`: the file is stored and announced as message `id`."""
+
+    type: ClassVar[str] = "file_stored"
+    fid: str
+    id: int
+    ref: Ref | None = None
+
+
+class FileData(ServerFrame, tag="file_chunk", kw_only=True):
+    """A chunk of a download; the data is the frame's payload (`data` is filled in by the reader, never sent)."""
+
+    type: ClassVar[str] = "file_chunk"
+    fid: str
+    offset: int
+    data: bytes = b""
+
+
+class FileEnd(ServerFrame, tag="file_end", kw_only=True):
+    """The end of a download: every chunk was sent; `sha256` covers the whole file."""
+
+    type: ClassVar[str] = "file_end"
+    fid: str
+    sha256: str
+    size: int
+    ref: Ref | None = None
+
+
 class QuickOk(ServerFrame, tag="quick_ok", kw_only=True):
     """The answer to a TCP `quick`: the message was accepted and delivered as `qid`."""
 
@@ -371,6 +473,10 @@ ServerMessage = (
     | Error
     | QuickMessage
     | QuickOk
+    | FileReady
+    | FileStored
+    | FileData
+    | FileEnd
 )
 SERVER_TYPES = frozenset(cls.type for cls in ServerMessage.__args__)
 _server_decoder = msgspec.json.Decoder(ServerMessage)

@@ -63,6 +63,7 @@ class ChatServer:
         history = self.config.history
         self._store = HistoryStore(history.database, synchronous=history.synchronous)
         self._service = ChatService(self.config, self._store, CommitQueue(self._store, loop), loop.time)
+        self._service.files.start()
         self._prune()
         self._server = await asyncio.start_server(
             self._on_connection,
@@ -158,6 +159,7 @@ class ChatServer:
             now = loop.time()
             for session in list(self.connections):
                 self.service.keepalive(session, now)
+            self.service.files.sweep(now)
             if now >= next_prune:
                 next_prune = now + RETENTION_SWEEP_SECONDS
                 self._prune()
@@ -165,7 +167,9 @@ class ChatServer:
     def _prune(self) -> None:
         days = self.config.history.retention_days
         if days > 0 and self._store is not None:
-            removed = self._store.delete_older_than(now_ms() - int(days * 86_400_000))
+            cutoff = now_ms() - int(days * 86_400_000)
+            removed = self._store.delete_older_than(cutoff)
+            self.service.files.remove_stored(self._store.delete_files_older_than(cutoff))
             if removed:
                 logger.info("retention: removed %d message(s) older than %g days", removed, days)
 
@@ -191,6 +195,7 @@ class ChatServer:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 1.0)
         self.service.commits.flush()
+        self.service.files.close()
         assert self._store is not None
         self._store.close()
         self._closed.set()

@@ -23,3 +23,25 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+class ByteBudget:
+    """A byte rate for file transfers: spending may overdraw, and the answer is how long to wait it off.
+
+    Capacity is one second of the rate, so a burst never exceeds a second's worth. A rate of 0 means unlimited.
+    """
+
+    __slots__ = ("_balance", "_last", "rate")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self._balance = float(rate)
+        self._last = now
+
+    def spend(self, count: int, now: float) -> float:
+        """Account for `count` bytes; return the seconds to pause before moving more (0 when within the rate)."""
+        if self.rate <= 0:
+            return 0.0
+        self._balance = min(self.rate, self._balance + max(0.0, now - self._last) * self.rate) - count
+        self._last = now
+        return 0.0 if self._balance >= 0 else -self._balance / self.rate

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chat import __version__
@@ -23,11 +24,12 @@ from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.frames import MAX_SERVER_HEADER
 from chat.protocol.names import checked_nick, checked_room, checked_text, fold
 from chat.server.commits import CommitQueue
+from chat.server.files import FileService
 from chat.server.quick import QuickRouter
 from chat.server.registry import SessionRegistry
 from chat.server.rooms import Room, RoomDirectory
 from chat.server.session import Session, State
-from chat.store.history import Appended, Draft, HistoryStore, Page, Scope, StoredMessage, now_ms
+from chat.store.history import Appended, Draft, FileRecord, HistoryStore, Page, Scope, StoredMessage, now_ms
 
 logger = logging.getLogger("chat.server")
 
@@ -36,8 +38,20 @@ HISTORY_LIMIT_DEFAULT = 50
 HISTORY_LIMIT_MAX = 100
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a message goes: a room (display name and folded key) or a recipient nick and the identity behind it."""
+
+    room_name: str | None = None
+    room_key: str | None = None
+    recipient: str | None = None
+    recipient_key: str | None = None
+    recipient_identity: int | None = None
+
+
 def to_wire(message: StoredMessage) -> wire.Message:
     """The `message` frame of a stored message."""
+    file = message.file
     return wire.Message(
         id=message.id,
         room=message.room,
@@ -46,6 +60,7 @@ def to_wire(message: StoredMessage) -> wire.Message:
         text=message.text,
         ts=message.ts,
         cid=message.cid,
+        file=None if file is None else wire.FileInfo(fid=file.fid, name=file.name, size=file.size, sha256=file.sha256),
     )
 
 
@@ -74,6 +89,7 @@ class ChatService:
         self.rooms = RoomDirectory()
         self.registry = SessionRegistry()
         self.quick = QuickRouter(self, config)
+        self.files = FileService(self, config)
         self.udp_port = 0
         self.secret = config.server.secret or None
         limits = config.limits
@@ -103,6 +119,9 @@ class ChatService:
             wire.ChangeNick: self.change_nick,
             wire.ListRooms: self.list_rooms,
             wire.QuickSend: self.quick_send,
+            wire.FileOffer: self.files.offer,
+            wire.FileDone: self.files.done,
+            wire.FileGet: self.files.get,
         }
 
     # --- connection lifecycle ----------------------------------------------------------------------------------
@@ -123,6 +142,7 @@ class ChatService:
         if not self.registry.remove(session):
             return
         logger.info("%r disconnected", session)
+        self.files.connection_lost(session, self.clock())
         self._leave_all_rooms(session, "quit")
         if session.udp is not None:
             self.quick.detach(session.udp)
@@ -155,11 +175,12 @@ class ChatService:
             else:
                 self._error(session, exc.code, exc.message, exc.ref)
             return
-        exempt = isinstance(request, wire.Pong) or (greeted and isinstance(request, wire.Login))
+        # PROTOCOL.md 8: file chunks count against [files] bytes_per_second, not against the message rate
+        exempt = isinstance(request, wire.Pong | wire.FileChunk) or (greeted and isinstance(request, wire.Login))
         if not exempt and not session.bucket.take(self.clock()):
             self._error(session, ErrorCode.RATE_LIMITED, "too many requests; slow down", request.ref)
             return
-        if payload:
+        if payload and not isinstance(request, wire.FileChunk):
             message = f"{request.type} takes no payload, got {len(payload)} bytes"
             if greeted and isinstance(request, wire.Login):
                 session.close_with(ErrorCode.BAD_REQUEST, message, request.ref)
@@ -170,7 +191,10 @@ class ChatService:
             self._error(session, ErrorCode.NOT_LOGGED_IN, f"log in before {request.type}", request.ref)
             return
         try:
-            self._handlers[type(request)](session, request)
+            if isinstance(request, wire.FileChunk):
+                self.files.chunk(session, request, payload, self.clock())
+            else:
+                self._handlers[type(request)](session, request)
         except ProtocolViolation as exc:
             self._error(session, exc.code, exc.message, request.ref)
         except Exception:
@@ -356,41 +380,64 @@ class ChatService:
 
     def say(self, session: Session, request: wire.Say) -> None:
         """Validate, queue for storage; the commit callback fans the message out (the echo is the ack)."""
-        if (request.room is None) == (request.to is None):
-            raise ProtocolViolation(ErrorCode.BAD_REQUEST, "say takes exactly one of `room` and `to`")
+        target = self.resolve_target(session, request.room, request.to, "say")
         text = checked_text(request.text, self.config.limits.max_text_chars)
-        common = {
-            "ts": now_ms(),
-            "sender_identity": session.identity,
-            "sender": session.nick,
-            "sender_key": session.nick_key,
-            "text": text,
-            "cid": request.cid,
-        }
-        if request.room is not None:
-            room = self._member_room(session, request.room)
-            draft = Draft(room=room.name, room_key=room.key, **common)  # type: ignore[arg-type]
-            self.commits.submit(draft, lambda result: self._deliver_room(session, room.key, result, request.ref))
-            return
-        assert request.to is not None
-        recipient = checked_nick(request.to)
+        self.submit_message(session, target, text, request.cid, request.ref)
+
+    def resolve_target(self, session: Session, room: str | None, to: str | None, what: str) -> Target:
+        """Where a message goes: a room `session` is in, or a nick some identity holds or held."""
+        if (room is None) == (to is None):
+            raise ProtocolViolation(ErrorCode.BAD_REQUEST, f"{what} takes exactly one of `room` and `to`")
+        if room is not None:
+            member_room = self._member_room(session, room)
+            return Target(room_name=member_room.name, room_key=member_room.key)
+        assert to is not None
+        recipient = checked_nick(to)
         recipient_key = fold(recipient)
         online = self.registry.by_nick(recipient_key)
-        if online is not None:
-            recipient_identity = online.identity
-            recipient = online.nick if isinstance(online, Session) else recipient
-        else:
-            holder = self.store.nick_holder(recipient_key)
-            if holder is None:
-                raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {recipient!r}")
-            recipient_identity, recipient = holder.identity, holder.nick
+        if isinstance(online, Session):
+            return Target(recipient=online.nick, recipient_key=recipient_key, recipient_identity=online.identity)
+        holder = self.store.nick_holder(recipient_key)
+        if holder is None:
+            raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {recipient!r}")
+        return Target(recipient=holder.nick, recipient_key=recipient_key, recipient_identity=holder.identity)
+
+    def submit_message(
+        self,
+        session: Session,
+        target: Target,
+        text: str,
+        cid: str | None,
+        ref: str | int | None,
+        *,
+        file: FileRecord | None = None,
+        on_stored: Callable[[StoredMessage], None] | None = None,
+    ) -> None:
+        """Queue a message for the group commit; after the commit it is fanned out, then `on_stored` runs."""
         draft = Draft(
-            recipient=recipient,
-            recipient_key=recipient_key,
-            recipient_identity=recipient_identity,
-            **common,  # type: ignore[arg-type]
+            ts=now_ms(),
+            sender_identity=session.identity,
+            sender=session.nick,
+            sender_key=session.nick_key,
+            text=text,
+            cid=cid,
+            room=target.room_name,
+            room_key=target.room_key,
+            recipient=target.recipient,
+            recipient_key=target.recipient_key,
+            recipient_identity=target.recipient_identity,
+            file=file,
         )
-        self.commits.submit(draft, lambda result: self._deliver_private(session, draft, result, request.ref))
+
+        def stored(result: Appended | None) -> None:
+            if target.room_key is not None:
+                self._deliver_room(session, target.room_key, result, ref)
+            else:
+                self._deliver_private(session, draft, result, ref)
+            if result is not None and on_stored is not None:
+                on_stored(result.message)
+
+        self.commits.submit(draft, stored)
 
     def _deliver_room(self, sender: Session, room_key: str, result: Appended | None, ref: str | int | None) -> None:
         if result is None:

@@ -74,6 +74,7 @@ class Session:
         self.udp: UdpPeer | None = None
         self.rooms: dict[str, Room] = {}
         self.slow_consumer = False
+        self.read_delay = 0.0  # seconds to wait before reading on (a file transfer over its byte rate)
         self.frames_in = 0
 
     def __repr__(self) -> str:
@@ -155,6 +156,9 @@ class Session:
                 self.pinged = False
                 self.frames_in += 1
                 self.service.handle_frame(self, header, payload)
+                if self.read_delay:
+                    delay, self.read_delay = self.read_delay, 0.0
+                    await asyncio.sleep(delay)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         finally:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chat.protocol.auth import token_digest
 
@@ -44,7 +45,18 @@ CREATE TABLE IF NOT EXISTS messages (
     recipient_key TEXT,
     recipient_identity INTEGER,
     text TEXT NOT NULL,
-    cid TEXT
+    cid TEXT,
+    file_fid TEXT
+);
+CREATE TABLE IF NOT EXISTS files (
+    fid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    owner INTEGER NOT NULL,
+    room_key TEXT,
+    recipient_identity INTEGER,
+    created INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_cid ON messages(sender_identity, cid) WHERE cid IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_by_room ON messages(room_key, id) WHERE room_key IS NOT NULL;
@@ -53,13 +65,31 @@ CREATE INDEX IF NOT EXISTS private_received ON messages(recipient_identity, id) 
 CREATE INDEX IF NOT EXISTS messages_by_ts ON messages(ts);
 """
 
-_COLUMNS = "id, ts, sender, room, recipient, text, cid"
+_SELECT = (
+    "SELECT m.id, m.ts, m.sender, m.room, m.recipient, m.text, m.cid, f.fid, f.name, f.size, f.sha256 "
+    "FROM messages AS m LEFT JOIN files AS f ON f.fid = m.file_fid"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A stored file: its id (also its name on disk), display name, size, checksum, and who may fetch it (anyone
+    for a room file; the owner and the recipient identity for a private one)."""
+
+    fid: str
+    name: str
+    size: int
+    sha256: str
+    owner: int = 0
+    room_key: str | None = None
+    recipient_identity: int | None = None
+    created: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     """A message as kept: `room` for a room message, `recipient` (the recipient's nick, spelled as its holder
-    spells it) for a private one."""
+    spells it) for a private one; `file` when it announces a file."""
 
     id: int
     ts: int
@@ -68,6 +98,7 @@ class StoredMessage:
     recipient: str | None
     text: str
     cid: str | None
+    file: FileRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +116,7 @@ class Draft:
     recipient: str | None = None
     recipient_key: str | None = None
     recipient_identity: int | None = None
+    file: FileRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +153,12 @@ class Scope:
 
     @staticmethod
     def room(room_key: str) -> Scope:
-        return Scope("room_key = ?", (room_key,))
+        return Scope("m.room_key = ?", (room_key,))
 
     @staticmethod
     def private(identity: int) -> Scope:
         return Scope(
-            "((sender_identity = ? AND recipient_identity IS NOT NULL) OR recipient_identity = ?)",
+            "((m.sender_identity = ? AND m.recipient_identity IS NOT NULL) OR m.recipient_identity = ?)",
             (identity, identity),
         )
 
@@ -134,13 +166,15 @@ class Scope:
     def conversation(identity: int, other_key: str) -> Scope:
         """Between `identity` and whoever held the nick `other_key` when each message was sent."""
         return Scope(
-            "((sender_identity = ? AND recipient_key = ?) OR (recipient_identity = ? AND sender_key = ?))",
+            "((m.sender_identity = ? AND m.recipient_key = ?) OR (m.recipient_identity = ? AND m.sender_key = ?))",
             (identity, other_key, identity, other_key),
         )
 
 
-def _row(row: tuple[object, ...]) -> StoredMessage:
-    return StoredMessage(*row)  # type: ignore[arg-type]
+def _row(row: tuple[Any, ...]) -> StoredMessage:
+    """A StoredMessage from a row of `_SELECT`."""
+    file = None if row[7] is None else FileRecord(row[7], row[8], row[9], row[10])
+    return StoredMessage(row[0], row[1], row[2], row[3], row[4], row[5], row[6], file)
 
 
 class HistoryStore:
@@ -154,7 +188,14 @@ class HistoryStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
         self._db.executescript(_SCHEMA)
+
+    def _migrate(self) -> None:
+        """Bring a database made by an earlier version up to this schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if columns and "file_fid" not in columns:
+            self._db.execute("ALTER TABLE messages ADD COLUMN file_fid TEXT")
 
     def close(self) -> None:
         """Checkpoint the WAL and close the database."""
@@ -203,15 +244,14 @@ class HistoryStore:
             for draft in drafts:
                 if draft.cid is not None:
                     row = db.execute(
-                        f"SELECT {_COLUMNS} FROM messages WHERE sender_identity = ? AND cid = ?",
-                        (draft.sender_identity, draft.cid),
+                        f"{_SELECT} WHERE m.sender_identity = ? AND m.cid = ?", (draft.sender_identity, draft.cid)
                     ).fetchone()
                     if row is not None:
                         results.append(Appended(_row(row), duplicate=True))
                         continue
                 cursor = db.execute(
                     "INSERT INTO messages (ts, sender_identity, sender, sender_key, room, room_key, recipient, "
-                    "recipient_key, recipient_identity, text, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "recipient_key, recipient_identity, text, cid, file_fid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         draft.ts,
                         draft.sender_identity,
@@ -224,6 +264,7 @@ class HistoryStore:
                         draft.recipient_identity,
                         draft.text,
                         draft.cid,
+                        None if draft.file is None else draft.file.fid,
                     ),
                 )
                 stored = StoredMessage(
@@ -234,6 +275,7 @@ class HistoryStore:
                     draft.recipient,
                     draft.text,
                     draft.cid,
+                    draft.file,
                 )
                 results.append(Appended(stored, duplicate=False))
             db.execute("COMMIT")
@@ -249,15 +291,15 @@ class HistoryStore:
         conditions = [scope.where]
         params: list[object] = list(scope.params)
         if after is not None:
-            conditions.append("id > ?")
+            conditions.append("m.id > ?")
             params.append(after)
         if before is not None:
-            conditions.append("id < ?")
+            conditions.append("m.id < ?")
             params.append(before)
         oldest_first = after is not None
         order = "ASC" if oldest_first else "DESC"
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(conditions)} ORDER BY id {order} LIMIT ?",
+            f"{_SELECT} WHERE {' AND '.join(conditions)} ORDER BY m.id {order} LIMIT ?",
             (*params, limit + 1),
         ).fetchall()
         truncated = len(rows) > limit
@@ -265,6 +307,43 @@ class HistoryStore:
         if not oldest_first:
             messages.reverse()
         return Page(messages, truncated)
+
+    # --- files --------------------------------------------------------------------------------------------------
+
+    def add_file(self, record: FileRecord) -> None:
+        """Record a stored file (before the message that announces it)."""
+        self._db.execute(
+            "INSERT INTO files (fid, name, size, sha256, owner, room_key, recipient_identity, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.fid,
+                record.name,
+                record.size,
+                record.sha256,
+                record.owner,
+                record.room_key,
+                record.recipient_identity,
+                record.created,
+            ),
+        )
+
+    def file(self, fid: str) -> FileRecord | None:
+        """The stored file with this id, or None."""
+        row = self._db.execute(
+            "SELECT fid, name, size, sha256, owner, room_key, recipient_identity, created FROM files WHERE fid = ?",
+            (fid,),
+        ).fetchone()
+        return None if row is None else FileRecord(*row)
+
+    def delete_files_older_than(self, cutoff_ms: int) -> list[str]:
+        """Forget files stored before `cutoff_ms` (retention); return their ids so their data can be removed."""
+        fids = [row[0] for row in self._db.execute("SELECT fid FROM files WHERE created < ?", (cutoff_ms,))]
+        self._db.execute("DELETE FROM files WHERE created < ?", (cutoff_ms,))
+        return fids
+
+    def files_size(self) -> int:
+        """Bytes of every stored file."""
+        return int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM files").fetchone()[0])
 
     def last_id(self) -> int:
         """The highest id ever assigned (0 if none), also after retention removed it."""
