@@ -37,6 +37,8 @@ class RawConnection:
         self.reader = reader
         self.writer = writer
         self.inbox: list[Header] = []
+        self.payloads: list[bytes] = []  # file data received, in order
+        self.order: list[tuple[str, object]] = []  # (type, id or ref) of every frame received, in order
         self.hello: Header | None = None
         self.welcome: Header | None = None
         self.nick = ""
@@ -64,7 +66,10 @@ class RawConnection:
                 header_len, payload_len = parse_prefix(await self.reader.readexactly(8), limits)
                 header = json.loads(await self.reader.readexactly(header_len))
                 if payload_len:
-                    await self.reader.readexactly(payload_len)
+                    self.payloads.append(await self.reader.readexactly(payload_len))
+                self.order.append((header.get("type"), header.get("id", header.get("ref"))))
+                if header.get("type") == "file_chunk":
+                    continue  # its data is in `payloads`
                 async with self._arrived:
                     self.inbox.append(header)
                     self._arrived.notify_all()

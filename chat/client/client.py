@@ -27,12 +27,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import secrets
 import ssl as ssl_module
 import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -41,6 +43,7 @@ import msgspec
 from chat.client.connection import DEFAULT_IDLE_TIMEOUT, Connection, FrameHook, RefValue
 from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, ProtocolError, ServerError
 from chat.client.events import TYPING_SHOWN_SECONDS, ConnectionEvent, ConnectionState, Event, Typing
+from chat.client.files import FileTransfers, Progress
 from chat.client.resume import Backoff, Conversation, ResumeState
 from chat.client.udp import QuickJob, QuickReceipt, UdpLink, UdpState
 from chat.protocol import datagrams as dg
@@ -49,6 +52,7 @@ from chat.protocol.messages import (
     AwayChanged,
     ChangeNick,
     Error,
+    FileInfo,
     HistoryPage,
     HistoryQuery,
     Join,
@@ -156,6 +160,7 @@ class Client:
         self._refs = itertools.count(1)
         self._supervisor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._files = FileTransfers(self)
 
     def __repr__(self) -> str:
         return f"<Client {self._nick!r} {self.host}:{self.port} {self._state.value}>"
@@ -434,6 +439,40 @@ class Client:
             if (where is None and wanted is None) or (where is not None and self._resume.fold(where) == wanted)
         )
 
+    async def send_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        room: str | None = None,
+        to: str | None = None,
+        name: str | None = None,
+        progress: Progress | None = None,
+    ) -> Message:
+        """Send a file to a room or a nick, streamed in 64 KiB chunks; return the message that announces it.
+
+        `name` is the display name (default: the file's own name). `progress(sent, total)` is called after each
+        chunk. A lost connection does not fail it: it is offered again and goes on where the server got to.
+        Raises ServerError (`file_too_large`, `quota_exceeded`, `no_such_room`, `file_checksum` if the file
+        changed while being sent, ...) or ClientClosed.
+        """
+        if (room is None) == (to is None):
+            raise ValueError("send_file takes exactly one of room= and to=")
+        self._check_open()
+        return await self._files.send_file(path, room=room, to=to, name=name, progress=progress)
+
+    async def get_file(
+        self, file: str | FileInfo, dest: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> Path:
+        """Download a file (by `message.file`, or by fid) into `dest`, a folder or a file path; return the path.
+
+        In a folder the file gets a safe local name made from its display name, never overwriting an existing file.
+        The bytes go to `<name>.part` first and are checked against the file's SHA-256; a lost connection resumes
+        from what was received, and so does a later call for the same destination. `progress(received, total)`.
+        Raises ServerError (`no_such_file`, `file_checksum`) or ClientClosed.
+        """
+        self._check_open()
+        return await self._files.get_file(file, dest, progress)
+
     async def join(self, room: str, *, since: int | None = None) -> Joined:
         """Join a room (created on first join) and remember it, to join it again on every resume.
 
@@ -552,6 +591,8 @@ class Client:
         """Every frame that answers no request in flight, in read order."""
         if connection is not self._connection:
             return
+        if self._files.on_frame(frame):
+            return
         if isinstance(frame, Message):
             self._acknowledge(frame)
             self._emit_all(self._resume.live(frame))
@@ -563,6 +604,8 @@ class Client:
             self._receive_quick(frame)
         elif isinstance(frame, Error) and frame.seq is not None and frame.seq in self._refused_seqs:
             self._refused_seqs.discard(frame.seq)  # the caller of quick() already has this refusal
+        elif isinstance(frame, Error) and self._files.chunk_refused(frame.ref, ServerError(frame.code, frame.message)):
+            pass  # the upload that sent the chunk raises it
         elif isinstance(frame, Error):
             cid = self._say_refs.pop(frame.ref, None) if frame.ref is not None else None
             if cid is not None:

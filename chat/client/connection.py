@@ -37,6 +37,7 @@ from chat.protocol.errors import CLOSING_CODES, FrameTooLarge
 from chat.protocol.frames import DEFAULT_MAX_PAYLOAD, MAX_SERVER_HEADER, PREFIX_SIZE, FrameLimits, parse_prefix
 from chat.protocol.messages import (
     Error,
+    FileData,
     Hello,
     Login,
     Ping,
@@ -182,13 +183,14 @@ class Connection:
         """True once the connection is lost or closed (or going)."""
         return self._closed.is_set() or self.transport.is_closing()
 
-    def send(self, request: Request) -> None:
-        """Write one request frame now, without waiting; ConnectionLost if the connection is gone."""
+    def send(self, request: Request, payload: bytes = b"") -> None:
+        """Write one request frame (with a payload for file data) now, without waiting; ConnectionLost if the
+        connection is gone."""
         if self.closed:
             raise ConnectionLost(self.close_reason or "the connection is closed")
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%r <- %s ref=%r", self.peer, request.type, request.ref)
-        self.transport.write(encode(request))
+        self.transport.write(encode(request, payload))
 
     async def drain(self) -> None:
         """Wait for the transport's buffer to go down, but only when it holds more than WRITE_HIGH_WATER bytes."""
@@ -220,8 +222,7 @@ class Connection:
             prefix = await self.reader.readexactly(PREFIX_SIZE)
             header_len, payload_len = parse_prefix(prefix, self.limits)
             header = await self.reader.readexactly(header_len)
-            if payload_len:
-                await self.reader.readexactly(payload_len)  # no frame of this client's takes a payload yet
+            payload = await self.reader.readexactly(payload_len) if payload_len else b""
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 raise ConnectionLost("the server closed the connection in the middle of a frame") from None
@@ -232,10 +233,13 @@ class Connection:
             raise ConnectionLost(f"connection error: {exc!r}") from None
         self.last_received = self._loop.time()
         try:
-            return decode_server_frame(header)
+            frame = decode_server_frame(header)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._undecodable(header, exc)
             return None
+        if payload and isinstance(frame, FileData):
+            frame = msgspec.structs.replace(frame, data=payload)
+        return frame
 
     def _undecodable(self, header: bytes, exc: Exception) -> None:
         """A frame of an unknown type, or with a field of the wrong type: skip it, failing its request if any."""

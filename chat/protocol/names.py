@@ -80,3 +80,15 @@ def checked_text(raw: str, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:
     if problem is not None:
         raise ProtocolViolation(ErrorCode.BAD_TEXT, problem)
     return text
+
+
+MAX_FILE_NAME_CHARS = 255
+
+
+def file_display_name(raw: str) -> str:
+    """A file name fit to show: its last path component, NFC, without control, format or unassigned characters, at
+    most 255 characters, "file" if nothing is left. A display name only: never use it as a path as it is."""
+    name = nfc(raw).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
+    name = name.strip().strip(".").strip()
+    return name[:MAX_FILE_NAME_CHARS] or "file"

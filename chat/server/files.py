@@ -21,7 +21,6 @@ import logging
 import os
 import secrets
 import shutil
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from chat.config import Config
 from chat.protocol import messages as wire
 from chat.protocol.errors import ErrorCode, ProtocolViolation
-from chat.protocol.names import nfc
+from chat.protocol.names import file_display_name
 from chat.server.limits import ByteBudget
 from chat.store.history import FileRecord, StoredMessage, now_ms
 
@@ -39,17 +38,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("chat.server.files")
 
-MAX_NAME_CHARS = 255
 DOWNLOAD_HIGH_WATER = 256 * 1024  # queued bytes above which a download waits for the connection to drain
-
-
-def display_name(raw: str) -> str:
-    """A file name fit to show: its last path component, NFC, without control or format characters, at most 255
-    characters; never used as a path."""
-    name = nfc(raw).replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
-    name = name.strip().strip(".").strip()
-    return name[:MAX_NAME_CHARS] or "file"
 
 
 @dataclass(eq=False)
@@ -97,7 +86,7 @@ class FileService:
             raise ProtocolViolation(
                 ErrorCode.FILE_TOO_LARGE, f"{request.size} bytes is over the limit of {self.config.max_bytes}"
             )
-        name = display_name(request.name)
+        name = file_display_name(request.name)
         upload = self._resumable(session, request)
         if upload is None:
             if self._used() + request.size > self.config.quota_bytes:

@@ -251,7 +251,8 @@ class HistoryStore:
                         continue
                 cursor = db.execute(
                     "INSERT INTO messages (ts, sender_identity, sender, sender_key, room, room_key, recipient, "
-                    "recipient_key, recipient_identity, text, cid, file_fid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "recipient_key, recipient_identity, text, cid, file_fid) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         draft.ts,
                         draft.sender_identity,
