@@ -38,6 +38,12 @@ async def chat_latencies(sender: Client, stop: asyncio.Event, limit: int = 100_0
     return latencies
 
 
+def write_random_file(path: Path, mebibytes: int) -> None:
+    with open(path, "wb") as out:
+        for _ in range(mebibytes):
+            out.write(os.urandom(2**20))
+
+
 def report(label: str, latencies: list[float]) -> None:
     ordered = sorted(latencies)
     print(
@@ -50,9 +56,7 @@ async def run(args: argparse.Namespace) -> int:
     server = await BenchServer.start(f"[files]\nmax_bytes = {args.size * 2**20 + 1}\nquota_bytes = {4 * 2**30}\n")
     with tempfile.TemporaryDirectory(prefix="chat-bench-files-") as folder:
         source = Path(folder) / "big.bin"
-        with open(source, "wb") as out:
-            for _ in range(args.size):
-                out.write(os.urandom(2**20))
+        await asyncio.to_thread(write_random_file, source, args.size)
         try:
             port = server.port
             async with (
