@@ -1,0 +1,243 @@
+"""What each slash command does: checks its arguments, then asks the controller or the client library.
+
+Commands that talk to the server run as guarded background tasks of the controller, so the input line never waits
+for the network; their answers and errors arrive in the conversation as notices.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from chat.client import ServerError
+from chat.protocol.names import fold, name_problem, nfc
+from chat.tui.commands import Command, usage
+from chat.tui.model import ACTION_PREFIX, Conversation, Kind, LineKind
+
+if TYPE_CHECKING:
+    from chat.tui.controller import Controller
+
+logger = logging.getLogger("chat.tui")
+
+HISTORY_PAGE = 50
+HISTORY_LIMIT = 100  # PROTOCOL.md 2.5: history_limit
+NUDGE_TEXT = "nudge"
+HELP_KEYS = (
+    "Enter send · Alt-Enter or Ctrl-J new line · Tab complete · Up/Down input history",
+    "PageUp/PageDown or the mouse wheel scroll · Ctrl-N/Ctrl-P or Alt-1..9 switch conversation",
+    "Ctrl-D on an empty line or /quit leave · a line starting with // sends a text starting with /",
+)
+
+
+class CommandActions:
+    """The handlers of the commands in `chat.tui.commands.COMMANDS`, one method `_NAME` each."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.model = controller.model
+        self.ui = controller.ui
+        self.table = controller.table
+
+    def run(self, conversation: Conversation, command: Command) -> None:
+        """Do what `command` asks, typed while `conversation` was shown."""
+        getattr(self, f"_{command.name}")(conversation, command)
+
+    # --- helpers -------------------------------------------------------------------------------------------------
+
+    def _name_problem(self, value: str, what: str, command: str) -> bool:
+        """Say what is wrong with a nick or room argument (or show the usage when it is missing); True if wrong."""
+        if not value:
+            self._usage(command)
+            return True
+        problem = name_problem(nfc(value))
+        if problem is not None:
+            self.model.notice(f"{what} {value!r} {problem}", kind=LineKind.ERROR)
+            return True
+        return False
+
+    def _usage(self, name: str) -> None:
+        spec = self.table.get(name)
+        assert spec is not None
+        self.model.notice(f"usage: {usage(spec)}", kind=LineKind.ERROR)
+
+    # --- the commands --------------------------------------------------------------------------------------------
+
+    def _join(self, conversation: Conversation, command: Command) -> None:
+        room, _ = command.split()
+        if self._name_problem(room, "room name", "join"):
+            return
+        existing = self.model.find(Kind.ROOM, room)
+        if existing is not None and existing.joined:
+            self.ui.show(existing)
+            return
+        self.ui.show(self.model.open_room(room))
+        controller = self.controller
+
+        async def join() -> None:
+            await controller.join_room(await controller.client_ready(), room, since=None)
+
+        controller.spawn(join())
+
+    def _part(self, conversation: Conversation, command: Command) -> None:
+        name, _ = command.split()
+        target = self.model.find(Kind.ROOM, name) if name else conversation
+        if target is None:
+            self.model.notice(f"you are not in {name}", kind=LineKind.ERROR)
+            return
+        if target.kind is Kind.STATUS:
+            return
+        self.model.close(target)
+        self.ui.show(self.model.current)
+        self.controller.schedule_save()
+        if target.kind is not Kind.ROOM or not target.joined:
+            return
+        controller = self.controller
+
+        async def part() -> None:
+            client = await controller.client_ready()
+            try:
+                await client.part(target.name)
+            except ServerError as exc:
+                logger.info("part %s: %s", target.name, exc)
+
+        controller.spawn(part())
+
+    def _list(self, conversation: Conversation, command: Command) -> None:
+        model, controller = self.model, self.controller
+
+        async def list_rooms() -> None:
+            answer = await (await controller.client_ready()).rooms()
+            if not answer.rooms:
+                model.notice("no rooms on the server", conversation)
+                return
+            model.notice(f"{len(answer.rooms)} room(s) on the server:", conversation)
+            for info in answer.rooms:
+                model.known_rooms[fold(info.room)] = info.room
+                members = "1 member" if info.members == 1 else f"{info.members} members"
+                model.notice(f"  {info.room}  {members}", conversation)
+
+        controller.spawn(list_rooms())
+
+    def _msg(self, conversation: Conversation, command: Command) -> None:
+        nick, text = command.split()
+        if self._name_problem(nick, "nick", "msg"):
+            return
+        target = self.model.open_private(nick)
+        self.ui.show(target)
+        if text.strip():
+            self.controller.say(target, text)
+
+    def _me(self, conversation: Conversation, command: Command) -> None:
+        if not command.args.strip():
+            self._usage("me")
+            return
+        self.controller.send(conversation, ACTION_PREFIX + command.args)
+
+    def _nick(self, conversation: Conversation, command: Command) -> None:
+        nick, _ = command.split()
+        if self._name_problem(nick, "nick", "nick"):
+            return
+        controller, model = self.controller, self.model
+        if controller.client is None:  # logged out (refused, taken over): log in with this nick
+            controller.log_in_as(nick)
+            return
+
+        async def change() -> None:
+            client = await controller.client_ready()
+            try:
+                answer = await client.change_nick(nick)
+            except ServerError as exc:
+                model.notice(f"cannot take the nick {nick}: {exc.message}", kind=LineKind.ERROR)
+                return
+            controller.nick = answer.nick
+            model.set_own_nick(answer.nick)
+            model.notice_everywhere(f"you are now known as {answer.nick}", kind=LineKind.NICK)
+            controller.save_now()
+
+        controller.spawn(change())
+
+    def _away(self, conversation: Conversation, command: Command) -> None:
+        text = command.args.strip() or None
+        controller, model = self.controller, self.model
+
+        async def away() -> None:
+            client = await controller.client_ready()
+            try:
+                answer = await client.away(text)
+            except ServerError as exc:
+                model.notice(f"away: {exc.message}", kind=LineKind.ERROR)
+                return
+            model.set_own_away(answer.text)
+            model.notice(f"you are away: {answer.text}" if answer.text else "you are back", kind=LineKind.AWAY)
+
+        controller.spawn(away())
+
+    def _who(self, conversation: Conversation, command: Command) -> None:
+        room, _ = command.split()
+        if not room:
+            if conversation.kind is not Kind.ROOM:
+                self._usage("who")
+                return
+            room = conversation.name
+        controller, model = self.controller, self.model
+
+        async def who() -> None:
+            client = await controller.client_ready()
+            try:
+                answer = await client.who(room)
+            except ServerError as exc:
+                model.notice(f"who {room}: {exc.message}", conversation, kind=LineKind.ERROR)
+                return
+            model.set_members(answer.room, [(m.nick, m.away) for m in answer.members])
+            names = ", ".join(m.nick if m.away is None else f"{m.nick} (away: {m.away})" for m in answer.members)
+            model.notice(f"{answer.room}: {len(answer.members)} member(s): {names}", conversation)
+
+        controller.spawn(who())
+
+    def _quick(self, conversation: Conversation, command: Command) -> None:
+        nick, text = command.split()
+        if not text.strip():
+            self._usage("quick")
+        elif not self._name_problem(nick, "nick", "quick"):
+            self.controller.send_quick(nick, text, nudge=False)
+
+    def _nudge(self, conversation: Conversation, command: Command) -> None:
+        nick, _ = command.split()
+        if not self._name_problem(nick, "nick", "nudge"):
+            self.controller.send_quick(nick, NUDGE_TEXT, nudge=True)
+
+    def _history(self, conversation: Conversation, command: Command) -> None:
+        count, _ = command.split()
+        if count and not count.isdigit():
+            self._usage("history")
+            return
+        limit = min(HISTORY_LIMIT, max(1, int(count))) if count else HISTORY_PAGE
+        self.controller.spawn(self.controller.load_older(conversation, limit, quiet=False))
+
+    def _clear(self, conversation: Conversation, command: Command) -> None:
+        self.model.clear(conversation)
+
+    def _reconnect(self, conversation: Conversation, command: Command) -> None:
+        client = self.controller.client
+        if client is not None and not client.closed:
+            self.model.notice("already connected (the client reconnects by itself when the link drops)")
+            return
+        self.controller.reconnect()
+
+    def _help(self, conversation: Conversation, command: Command) -> None:
+        name, _ = command.split()
+        if name:
+            spec = self.table.get(name.lstrip("/"))
+            if spec is None:
+                self.model.notice(f"no command /{name.lstrip('/')}", kind=LineKind.ERROR)
+            else:
+                self.model.notice(f"{usage(spec)}: {spec.help}")
+            return
+        self.model.notice("commands:")
+        for spec in self.table.specs:
+            self.model.notice(f"  {usage(spec):<22} {spec.help}")
+        for line in HELP_KEYS:
+            self.model.notice(line)
+
+    def _quit(self, conversation: Conversation, command: Command) -> None:
+        self.controller.spawn(self.controller.quit(command.args.strip() or None))

@@ -1,0 +1,374 @@
+"""The panes of the terminal client, each made by a small factory, and the one style dict they refer to.
+
+    +--------------------------------------------+---------------+
+    | message pane (MessagePane)                 | conversations |
+    |   scrollback, day separators, unread line, |  1 lobby    3 |
+    |   "new messages below" when scrolled up    |  2 @bob    !1 |
+    |                                            |---------------|
+    |                                            | members       |
+    +--------------------------------------------+---------------+
+    | status bar: server | nick | room | connection | UDP        |
+    | [lobby] input line                                         |
+    +------------------------------------------------------------+
+
+The message pane is a UIControl of its own rather than a scrolled Window: it wraps the lines itself (so wrapped rows
+stay under the text column, wide characters included), keeps the view anchored to the bottom (`scroll` counts rows
+up from it, so new lines or older history loaded above never move what is being read), and renders only the rows it
+shows. Everything that came from the network goes through `chat.tui.render` first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.filters import Condition
+from prompt_toolkit.formatted_text import AnyFormattedText, StyleAndTextTuples
+from prompt_toolkit.layout import (
+    ConditionalContainer,
+    Dimension,
+    Float,
+    FloatContainer,
+    FormattedTextControl,
+    HSplit,
+    Layout,
+    VSplit,
+    Window,
+)
+from prompt_toolkit.layout.controls import BufferControl, UIContent, UIControl
+from prompt_toolkit.layout.menus import CompletionsMenu
+from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
+from prompt_toolkit.styles import Style
+
+from chat.protocol.names import fold
+from chat.tui.model import ChatModel, Conversation, Kind, Line, LinkState
+from chat.tui.render import (
+    LocalTime,
+    Row,
+    cell_width,
+    day_label,
+    day_of,
+    fit,
+    nick_class,
+    render_line,
+    rule,
+    visible,
+)
+
+SIDEBAR_WIDTH = 22
+SIDEBAR_MIN_COLUMNS = 64  # narrower terminals get the message pane alone
+MOUSE_WHEEL_ROWS = 3
+ROW_CACHE_SIZE = 20_000
+
+STYLE: dict[str, str] = {
+    "time": "ansibrightblack",
+    "separator": "ansibrightblack",
+    "notice": "ansibrightblack",
+    "error": "ansired",
+    "presence": "ansibrightblack",
+    "join": "ansigreen",
+    "part": "ansibrightblack",
+    "action": "ansimagenta bold",
+    "own-nick": "bold",
+    "pending": "ansibrightblack",
+    "acked": "ansigreen",
+    "failed": "ansired",
+    "mention": "bold ansiyellow",
+    "mention-nick": "reverse",
+    "quick": "ansicyan",
+    "quick-tag": "ansicyan bold",
+    "control": "reverse",
+    "day": "ansicyan",
+    "unread-marker": "ansired",
+    "more-below": "reverse ansiyellow",
+    "loading": "ansibrightblack",
+    "sidebar": "",
+    "sidebar.title": "bold",
+    "sidebar.current": "reverse",
+    "sidebar.unread": "bold",
+    "sidebar.mention": "bold ansired",
+    "sidebar.line": "ansibrightblack",
+    "member.own": "bold",
+    "member.away": "ansibrightblack",
+    "status": "reverse",
+    "status.connected": "reverse ansigreen",
+    "status.trouble": "reverse ansiyellow",
+    "status.down": "reverse ansired",
+    "status.question": "reverse ansiyellow bold",
+    "prompt": "bold",
+    **{f"nick.{index}": colour for index, colour in enumerate(
+        (
+            "ansired", "ansigreen", "ansiyellow", "ansiblue", "ansimagenta", "ansicyan",
+            "ansibrightred", "ansibrightgreen", "ansibrightyellow", "ansibrightblue", "ansibrightmagenta",
+            "ansibrightcyan",
+        )
+    )},
+}  # fmt: skip
+
+
+def create_style() -> Style:
+    return Style.from_dict(STYLE)
+
+
+class MessagePane(UIControl):
+    """The lines of the conversation shown, bottom-anchored, with scrollback (see the module doc)."""
+
+    def __init__(
+        self, model: ChatModel, on_top: Callable[[Conversation], None], *, local: LocalTime = time.localtime
+    ) -> None:
+        self.model = model
+        self.on_top = on_top
+        self.local = local
+        self.height = 1
+        self.at_top = False  # the first line of the conversation is on screen
+        self._cache: dict[tuple[int, int, int, str], list[Row]] = {}
+
+    def create_content(self, width: int, height: int) -> UIContent:
+        self.height = height
+        conversation = self.model.current
+        rows, complete = self._rows_upwards(conversation, width, conversation.scroll + height)
+        if complete:
+            conversation.scroll = min(conversation.scroll, max(0, len(rows) - height))
+        self.at_top = complete and conversation.scroll + height >= len(rows)
+        if conversation.scroll == 0:
+            conversation.new_below = 0
+        shown = rows[conversation.scroll : conversation.scroll + height][::-1]
+        if conversation.scroll > 0 and shown:
+            waiting = conversation.new_below
+            label = f"{waiting} new message{'s' if waiting != 1 else ''} below" if waiting else "more below"
+            shown[-1] = rule(f"{label} · PageDown", width, "class:more-below")
+        if conversation.loading_older:
+            loading = rule("loading older messages", width, "class:loading")
+            shown = [loading, *shown[1:]] if len(shown) >= height else [loading, *shown]
+        screen: list[Row] = [[] for _ in range(height - len(shown))]
+        screen.extend(shown)
+        return UIContent(get_line=lambda index: screen[index], line_count=len(screen), show_cursor=False)
+
+    def _rows_upwards(self, conversation: Conversation, width: int, needed: int) -> tuple[list[Row], bool]:
+        """Rows from the bottom up until `needed` are there; True when every line of the conversation is in."""
+        rows: list[Row] = []
+        lines = conversation.lines
+        first_unread = conversation.first_unread_index()
+        for index in range(len(lines) - 1, -1, -1):
+            line = lines[index]
+            rows.extend(reversed(self._line_rows(line, width)))
+            if index == first_unread:
+                rows.append(rule("unread", width, "class:unread-marker"))
+            if index == 0 or day_of(lines[index - 1].ts, self.local) != day_of(line.ts, self.local):
+                rows.append(rule(day_label(line.ts, self.local), width, "class:day"))
+            if len(rows) >= needed:
+                return rows, index == 0
+        return rows, True
+
+    def _line_rows(self, line: Line, width: int) -> list[Row]:
+        nick = self.model.nick if line.mention else ""
+        key = (line.uid, line.version, width, nick)
+        rows = self._cache.get(key)
+        if rows is None:
+            if len(self._cache) >= ROW_CACHE_SIZE:
+                self._cache.clear()
+            rows = self._cache[key] = render_line(line, width, self.model.nick, local=self.local)
+        return rows
+
+    # --- scrolling -----------------------------------------------------------------------------------------------
+
+    def scroll_up(self, rows: int) -> None:
+        """Scroll towards older lines; at the top, ask for older history."""
+        conversation = self.model.current
+        if self.at_top:
+            self.on_top(conversation)
+        else:
+            conversation.scroll += rows
+
+    def scroll_down(self, rows: int) -> None:
+        conversation = self.model.current
+        conversation.scroll = max(0, conversation.scroll - rows)
+        if conversation.scroll == 0:
+            conversation.new_below = 0
+
+    def page_up(self) -> None:
+        self.scroll_up(max(1, self.height - 2))
+
+    def page_down(self) -> None:
+        self.scroll_down(max(1, self.height - 2))
+
+    def mouse_handler(self, mouse_event: MouseEvent) -> None:
+        if mouse_event.event_type is MouseEventType.SCROLL_UP:
+            self.scroll_up(MOUSE_WHEEL_ROWS)
+        elif mouse_event.event_type is MouseEventType.SCROLL_DOWN:
+            self.scroll_down(MOUSE_WHEEL_ROWS)
+
+
+def create_message_window(pane: MessagePane) -> Window:
+    return Window(pane, wrap_lines=False, always_hide_cursor=True)
+
+
+# --- sidebar ---------------------------------------------------------------------------------------------------
+
+
+def conversation_list(model: ChatModel, show: Callable[[Conversation], None]) -> StyleAndTextTuples:
+    """The numbered conversations with unread counts and mention markers; a click shows one."""
+    fragments: StyleAndTextTuples = []
+    section: Kind | None = None
+    inner = SIDEBAR_WIDTH - 1
+    for number, conversation in enumerate(model.conversations, 1):
+        if conversation.kind is not section:
+            section = conversation.kind
+            title = "rooms" if section is Kind.ROOM else "private"
+            fragments.append(("class:sidebar.title", fit(f" {title}", inner) + "\n"))
+        current = conversation is model.current
+        count = ""
+        if conversation.unread:
+            count = ("!" if conversation.mentioned else "") + str(min(conversation.unread, 999))
+        name = fit(visible(conversation.name), inner - 4 - len(count) - 1)
+        style = "class:sidebar.current" if current else ""
+        count_style = "class:sidebar.mention" if conversation.mentioned else "class:sidebar.unread"
+        if current:
+            count_style = style
+        elif conversation.unread:
+            style = "class:sidebar.unread"
+
+        def clicked(event: MouseEvent, target: Conversation = conversation) -> None:
+            if event.event_type is MouseEventType.MOUSE_UP:
+                show(target)
+
+        fragments.append((style, f"{number:>3} {name}", clicked))
+        fragments.append((count_style, f"{count} " if count else " ", clicked))
+        fragments.append(("", "\n"))
+    if fragments:
+        fragments.pop()
+    return fragments
+
+
+def member_list(model: ChatModel) -> StyleAndTextTuples:
+    """The members of the room shown, away ones dimmed, or who a private conversation is with."""
+    conversation = model.current
+    inner = SIDEBAR_WIDTH - 1
+    if conversation.kind is Kind.PRIVATE:
+        name = visible(conversation.name)
+        return [("class:sidebar.title", fit(" private with", inner) + "\n"), ("", fit(f"  {name}", inner))]
+    if conversation.kind is not Kind.ROOM:
+        return []
+    members = sorted(conversation.members.values(), key=lambda member: fold(member.nick))
+    fragments: StyleAndTextTuples = [("class:sidebar.title", fit(f" members {len(members)}", inner))]
+    for member in members:
+        style = "class:member.own" if model.is_own(member.nick) else nick_class(member.nick)
+        name = visible(member.nick)
+        if member.away is not None:
+            fragments.append(("", "\n"))
+            fragments.append(("class:member.away", fit(f"  {name} (away)", inner)))
+        else:
+            fragments.append(("", "\n  "))
+            fragments.append((style, fit(name, inner - 2)))
+    return fragments
+
+
+def create_sidebar(model: ChatModel, show: Callable[[Conversation], None]) -> HSplit:
+    conversations = Window(
+        FormattedTextControl(lambda: conversation_list(model, show)),
+        dont_extend_height=True,
+        height=Dimension(max=16),
+    )
+    members = Window(FormattedTextControl(lambda: member_list(model)))
+    return HSplit(
+        [conversations, Window(height=1, char="─", style="class:sidebar.line"), members],
+        width=SIDEBAR_WIDTH - 1,
+        style="class:sidebar",
+    )
+
+
+# --- status bar and input line ---------------------------------------------------------------------------------
+
+
+def connection_text(model: ChatModel, now: float) -> tuple[str, str]:
+    """The connection as words, and its style: connected, reconnecting in N s, ..."""
+    status = model.connection
+    state = status.state
+    if state is LinkState.CONNECTED:
+        return "connected", "class:status.connected"
+    if state is LinkState.RECONNECTING and status.retry_at is not None:
+        seconds = math.ceil(status.retry_at - now)
+        return (f"reconnecting in {seconds} s" if seconds > 0 else "reconnecting"), "class:status.trouble"
+    if state is LinkState.CONNECTING:
+        return "connecting", "class:status.trouble"
+    if state is LinkState.DISCONNECTED:
+        return "disconnected", "class:status.trouble"
+    if state is LinkState.REFUSED:
+        return f"login refused: {visible(status.reason or '')}", "class:status.down"
+    return f"closed: {visible(status.reason or '')}", "class:status.down"
+
+
+def status_fragments(model: ChatModel, now: float) -> StyleAndTextTuples:
+    """Server, nick, conversation, connection state and the UDP channel; or the question the input waits on."""
+    if model.confirm is not None:
+        return [("class:status.question", f" {model.confirm} ")]
+    conversation = model.current
+    where = visible(conversation.name)
+    if conversation.kind is Kind.ROOM:
+        where += f" ({len(conversation.members)})"
+    elif conversation.kind is Kind.PRIVATE:
+        where = f"private: {where}"
+    nick = visible(model.nick) + (" (away)" if model.away else "")
+    text, style = connection_text(model, now)
+    fragments: StyleAndTextTuples = [
+        ("", f" {visible(model.server)} │ {nick} │ {where} │ "),
+        (style, text),
+    ]
+    if model.udp_status is not None:
+        fragments.append(("", f" │ {visible(model.udp_status)}"))
+    fragments.append(("", " │ /help"))
+    return fragments
+
+
+def create_status_bar(model: ChatModel, clock: Callable[[], float]) -> Window:
+    return Window(FormattedTextControl(lambda: status_fragments(model, clock())), height=1, style="class:status")
+
+
+def create_input_window(buffer: Buffer, model: ChatModel) -> Window:
+    """The input line, growing with a multi-line message, prompted with the conversation's name."""
+
+    def prompt() -> str:
+        return f"[{visible(model.current.name)}] "
+
+    def prefix(line_number: int, wrap_count: int) -> AnyFormattedText:
+        text = prompt()
+        if line_number == 0 and wrap_count == 0:
+            return [("class:prompt", text)]
+        return [("", " " * cell_width(text))]
+
+    return Window(
+        BufferControl(buffer),
+        height=Dimension(min=1, max=8),
+        dont_extend_height=True,
+        wrap_lines=True,
+        get_line_prefix=prefix,
+    )
+
+
+def create_layout(
+    model: ChatModel,
+    pane: MessagePane,
+    buffer: Buffer,
+    show: Callable[[Conversation], None],
+    clock: Callable[[], float],
+    columns: Callable[[], int],
+) -> tuple[Layout, Window]:
+    """The whole screen; returns the layout and the input window (focused)."""
+    input_window = create_input_window(buffer, model)
+    wide = Condition(lambda: columns() >= SIDEBAR_MIN_COLUMNS)
+    body = VSplit(
+        [
+            create_message_window(pane),
+            ConditionalContainer(
+                VSplit([Window(width=1, char="│", style="class:sidebar.line"), create_sidebar(model, show)]),
+                filter=wide,
+            ),
+        ]
+    )
+    root = FloatContainer(
+        HSplit([body, create_status_bar(model, clock), input_window]),
+        floats=[Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8, scroll_offset=1))],
+    )
+    return Layout(root, focused_element=input_window), input_window

@@ -1,0 +1,663 @@
+"""What the terminal client shows, as plain data: conversations, their lines, unread counts, members, input history.
+
+Pure: no prompt_toolkit, no asyncio, and time only through the `clock` it is given. The controller feeds it the
+client's events and the user's actions; the layout reads it; the tests drive it directly.
+
+Invariants, in plain words:
+
+- A conversation is a room, a private conversation with one nick, or the status conversation (notices while no room
+  is open). Rooms and private conversations are keyed by kind and folded name, so `Lobby` and `lobby` are one room,
+  and a room `bob` is not the private conversation with `bob`. Rooms are listed first, then private conversations,
+  each in the order they were opened; that order is the numbering the user switches with.
+- A message id appears at most once in a conversation (`ids`): a join replay, a history page and a live copy of the
+  same message show it once.
+- Lines with an id are kept in ascending id order. A line without one (a notice, or an own message not yet
+  acknowledged) stays where it was added.
+- An own message is one line from the moment it is typed: `PENDING`, then `ACKED` when its echo (same `cid`) comes
+  back, taking the echo's id and time, or `FAILED` with the server's reason. The echo never adds a second line.
+  Quick messages (UDP, not stored) are lines without an id: an own one goes from `PENDING` to `ACKED` with `via`
+  ("udp" or "tcp", how the server acknowledged it) or to `FAILED`.
+- `unread` and `mentioned` count live messages from others in conversations other than the current one; switching to
+  a conversation clears them. `read_marker` is the highest id the user had seen when they last left the
+  conversation (or when the app last ran): the unread marker line goes above the first message after it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from chat.protocol.messages import Message, QuickMessage
+from chat.protocol.names import fold
+
+ACTION_PREFIX = "/me "  # a message whose text starts with this is shown as an action: `* alice waves`
+MAX_LINES = 5000  # scrollback kept per conversation; older lines can be loaded again from the server
+INPUT_HISTORY = 200  # entries of input history kept per conversation
+STATUS_NAME = "status"
+
+_line_numbers = itertools.count(1)
+
+
+class Kind(StrEnum):
+    """What a conversation is."""
+
+    ROOM = "room"
+    PRIVATE = "private"
+    STATUS = "status"
+
+
+class LineKind(StrEnum):
+    """What a line in the message pane is."""
+
+    MESSAGE = "message"
+    ACTION = "action"  # /me
+    NOTICE = "notice"  # the client talking to the user
+    ERROR = "error"
+    JOIN = "join"
+    PART = "part"  # part or quit
+    NICK = "nick"
+    AWAY = "away"
+    QUICK = "quick"
+
+
+class Delivery(StrEnum):
+    """Where an own message is on its way to the server."""
+
+    PENDING = "pending"
+    ACKED = "acked"
+    FAILED = "failed"
+
+
+class LinkState(StrEnum):
+    """The connection as the status bar shows it."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    RECONNECTING = "reconnecting"
+    REFUSED = "refused"  # the server refused the login; the user may pick another nick
+    CLOSED = "closed"
+
+
+@dataclass(eq=False, slots=True)
+class Line:
+    """One entry in a conversation: a message, an own message on its way, a notice or a presence change."""
+
+    kind: LineKind
+    text: str
+    ts: float  # seconds since the epoch
+    sender: str = ""
+    id: int | None = None
+    cid: str | None = None
+    own: bool = False
+    delivery: Delivery | None = None  # own messages only
+    reason: str | None = None  # why a FAILED message was refused
+    mention: bool = False
+    nudge: bool = False  # a quick message that is a nudge
+    via: str | None = None  # how an own quick message was acknowledged: "udp" or "tcp"
+    uid: int = field(default_factory=lambda: next(_line_numbers))
+    version: int = 0  # bumped on every change, so a view can cache what it drew
+
+    def changed(self) -> None:
+        self.version += 1
+
+
+@dataclass(slots=True)
+class Member:
+    nick: str
+    away: str | None = None
+
+
+@dataclass(slots=True)
+class InputHistory:
+    """What the user sent in one conversation, browsed with Up and Down; the line being typed is kept aside."""
+
+    entries: list[str] = field(default_factory=list)
+    index: int | None = None  # position while browsing; None: not browsing
+    draft: str = ""
+
+    def add(self, text: str) -> None:
+        if text and (not self.entries or self.entries[-1] != text):
+            self.entries.append(text)
+            del self.entries[:-INPUT_HISTORY]
+        self.index = None
+
+    def previous(self, current: str) -> str | None:
+        """The entry before the one shown (the newest when not browsing), or None at the oldest."""
+        if not self.entries:
+            return None
+        if self.index is None:
+            self.draft = current
+            self.index = len(self.entries)
+        if self.index == 0:
+            return None
+        self.index -= 1
+        return self.entries[self.index]
+
+    def next(self) -> str | None:
+        """The entry after the one shown, the kept draft after the newest, or None when not browsing."""
+        if self.index is None:
+            return None
+        self.index += 1
+        if self.index >= len(self.entries):
+            self.index = None
+            return self.draft
+        return self.entries[self.index]
+
+
+@dataclass(eq=False)
+class Conversation:
+    """A room, a private conversation or the status conversation, with everything shown in it."""
+
+    kind: Kind
+    name: str  # the spelling shown; the server's when known
+    lines: list[Line] = field(default_factory=list)
+    ids: set[int] = field(default_factory=set)
+    members: dict[str, Member] = field(default_factory=dict)  # folded nick -> member, in join order
+    joined: bool = False
+    unread: int = 0
+    mentioned: bool = False
+    read_marker: int | None = None
+    highest: int | None = None  # largest message id ever added
+    oldest: int | None = None  # smallest message id ever added: where older history continues
+    has_older: bool | None = None  # None: not known yet
+    loading_older: bool = False
+    scroll: int = 0  # rows scrolled up from the bottom of the message pane
+    new_below: int = 0  # live messages that arrived while scrolled up
+    draft: str = ""  # the input line, kept while another conversation is shown
+    history: InputHistory = field(default_factory=InputHistory)
+    version: int = 0
+
+    @property
+    def key(self) -> tuple[Kind, str]:
+        return (self.kind, fold(self.name))
+
+    def changed(self) -> None:
+        self.version += 1
+
+    def first_unread_index(self) -> int | None:
+        """Index of the first message above `read_marker` (where the unread marker goes), or None."""
+        if self.read_marker is None:
+            return None
+        first = None
+        for index in range(len(self.lines) - 1, -1, -1):
+            line = self.lines[index]
+            if line.id is None:
+                continue
+            if line.id <= self.read_marker:
+                break
+            if not line.own:
+                first = index
+        return first
+
+    def pending(self, cid: str) -> Line | None:
+        """The own line with this `cid` still waiting for its acknowledgement."""
+        for line in reversed(self.lines):
+            if line.cid == cid and line.own and line.delivery is Delivery.PENDING:
+                return line
+        return None
+
+
+@dataclass(slots=True)
+class ConnectionStatus:
+    state: LinkState = LinkState.CONNECTING
+    reason: str | None = None
+    retry_at: float | None = None  # clock time of the next reconnection attempt
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What `add_message` did: the line it added or updated, where, and whether it deserves the bell."""
+
+    conversation: Conversation
+    line: Line
+    new: bool  # a new line (False: an own pending line was acknowledged)
+    bell: bool
+
+
+def find_mentions(text: str, nick: str) -> list[tuple[int, int]]:
+    """Where `nick` occurs in `text` as a word of its own, ignoring case: (start, end) spans."""
+    if not nick:
+        return []
+    pattern = rf"(?<![\w.-])({re.escape(nick)})(?![\w-])"
+    return [match.span(1) for match in re.finditer(pattern, text, re.IGNORECASE)]
+
+
+def private_peer(message: Message, own: Callable[[str], bool]) -> str:
+    """The other party of a private message: the recipient of one we sent, else the sender."""
+    if own(message.sender) and message.to is not None:
+        return message.to
+    return message.sender
+
+
+class ChatModel:
+    """Every conversation, which one is shown, the connection state, and the own nick (see the module doc)."""
+
+    def __init__(self, nick: str, server: str, clock: Callable[[], float], *, max_lines: int = MAX_LINES) -> None:
+        self.nick = nick
+        self.server = server
+        self.clock = clock
+        self.max_lines = max_lines
+        self.own_nicks = {fold(nick)}
+        self.away: str | None = None
+        self.conversations: list[Conversation] = []
+        self._current: Conversation | None = None
+        self._status: Conversation | None = None
+        self.connection = ConnectionStatus()
+        self.udp_status: str | None = None  # shown in the status bar when the client has a UDP channel
+        self.confirm: str | None = None  # a question the input line waits for (Enter: yes, Esc: no)
+        self.known_rooms: dict[str, str] = {}  # folded -> spelling, for completion (from /list and joins)
+        self.private_read_marker: int | None = None  # highest private id seen in the last run: the unread marker
+        self.version = 0
+
+    # --- conversations -------------------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> Conversation:
+        """The conversation shown; the status conversation when no other is open."""
+        if self._current is not None:
+            return self._current
+        return self.status_conversation()
+
+    def status_conversation(self) -> Conversation:
+        if self._status is None:
+            self._status = Conversation(Kind.STATUS, STATUS_NAME)
+        return self._status
+
+    def is_own(self, nick: str) -> bool:
+        return fold(nick) in self.own_nicks
+
+    def find(self, kind: Kind, name: str) -> Conversation | None:
+        key = (kind, fold(name))
+        return next((c for c in self.conversations if c.key == key), None)
+
+    def open_room(self, name: str) -> Conversation:
+        """The room's conversation, created (after the other rooms) if it is not open."""
+        conversation = self.find(Kind.ROOM, name)
+        if conversation is None:
+            conversation = Conversation(Kind.ROOM, name)
+            rooms = sum(1 for c in self.conversations if c.kind is Kind.ROOM)
+            self.conversations.insert(rooms, conversation)
+            self._changed()
+        self.known_rooms[fold(name)] = name
+        return conversation
+
+    def open_private(self, nick: str) -> Conversation:
+        """The private conversation with `nick`, created (after every other) if it is not open."""
+        conversation = self.find(Kind.PRIVATE, nick)
+        if conversation is None:
+            conversation = Conversation(Kind.PRIVATE, nick, joined=True, read_marker=self.private_read_marker)
+            self.conversations.append(conversation)
+            self._changed()
+        return conversation
+
+    def close(self, conversation: Conversation) -> None:
+        """Remove a conversation from the list; the one after it (or before, at the end) is shown."""
+        if conversation not in self.conversations:
+            return
+        index = self.conversations.index(conversation)
+        self.conversations.remove(conversation)
+        if self._current is conversation:
+            self._current = None
+            if self.conversations:
+                self.switch(self.conversations[min(index, len(self.conversations) - 1)])
+        self._changed()
+
+    def switch(self, conversation: Conversation) -> None:
+        """Show another conversation: the one left remembers what was read, the one shown is read."""
+        previous = self._current
+        if previous is conversation:
+            return
+        if previous is not None:
+            previous.read_marker = previous.highest
+            previous.history.index = None
+        self._current = conversation
+        conversation.unread = 0
+        conversation.mentioned = False
+        conversation.changed()
+        self._changed()
+
+    # --- messages ------------------------------------------------------------------------------------------------
+
+    def conversation_for(self, message: Message) -> Conversation | None:
+        """Where a message goes: its room if open (None if not), or the private conversation (opened on demand)."""
+        if message.room is not None:
+            return self.find(Kind.ROOM, message.room)
+        return self.open_private(private_peer(message, self.is_own))
+
+    def add_message(self, message: Message, *, live: bool = True) -> Added | None:
+        """Show a message from the server (live, replayed or paged); None if its conversation is closed or it is
+        already shown. An own message with the `cid` of a pending line acknowledges that line instead.
+
+        `live` is False for history (join replays, pages): such messages do not count as unread and ring no bell.
+        """
+        conversation = self.conversation_for(message)
+        if conversation is None:
+            return None
+        if message.room is not None and conversation.name != message.room:
+            conversation.name = message.room  # the server's spelling
+        elif message.room is None and not self.is_own(message.sender) and conversation.name != message.sender:
+            conversation.name = message.sender
+        own = self.is_own(message.sender)
+        if message.id in conversation.ids:
+            # Said again after a restart (same cid) but already shown: the pending copy goes.
+            duplicate = conversation.pending(message.cid) if own and message.cid is not None else None
+            if duplicate is not None:
+                conversation.lines.remove(duplicate)
+                conversation.changed()
+                self._changed()
+            return None
+        if own and message.cid is not None:
+            line = conversation.pending(message.cid)
+            if line is not None:
+                self._acknowledge(conversation, line, message)
+                return Added(conversation, line, new=False, bell=False)
+        line = self._line_of(message, own)
+        self._note_id(conversation, message.id)
+        self._insert(conversation, line, history=not live)
+        bell = False
+        if live and not own:
+            shown = conversation is self._current
+            if not shown:
+                conversation.unread += 1
+                conversation.mentioned = conversation.mentioned or line.mention or conversation.kind is Kind.PRIVATE
+            elif conversation.scroll > 0:
+                conversation.new_below += 1
+            # A mention rings; a private message rings unless its conversation is the one being read.
+            bell = line.mention or (conversation.kind is Kind.PRIVATE and not shown)
+        self._trim(conversation)
+        conversation.changed()
+        self._changed()
+        return Added(conversation, line, new=True, bell=bell)
+
+    def add_history(self, conversation: Conversation, messages: Iterable[Message], *, older: bool) -> int:
+        """Show a page of stored messages (not live); with `older`, a page asked with `before`, whose truncation
+        the caller reports with `has_older`. Returns how many lines were added."""
+        added = 0
+        for message in sorted(messages, key=lambda m: m.id):
+            if message.id in conversation.ids:
+                continue
+            if message.room is not None and conversation.kind is not Kind.ROOM:
+                continue
+            line = self._line_of(message, self.is_own(message.sender))
+            self._note_id(conversation, message.id)
+            self._insert(conversation, line, history=True)
+            added += 1
+        if added:
+            if not older:
+                self._trim(conversation)
+            conversation.changed()
+            self._changed()
+        return added
+
+    def add_quick(self, message: QuickMessage) -> Added | None:
+        """Show a quick message from someone (live, never stored); None if it is for a room that is not open."""
+        own = self.is_own(message.sender)
+        if message.room is not None:
+            conversation = self.find(Kind.ROOM, message.room)
+            if conversation is None:
+                return None
+        else:
+            conversation = self.open_private(message.to if own and message.to else message.sender)
+        mention = not own and bool(find_mentions(message.text, self.nick))
+        line = Line(
+            LineKind.QUICK, message.text, message.ts / 1000, sender=message.sender, own=own, mention=mention,
+            nudge=message.nudge,
+        )  # fmt: skip
+        conversation.lines.append(line)
+        shown = conversation is self._current
+        bell = False
+        if not own:
+            if not shown:
+                conversation.unread += 1
+                conversation.mentioned = True
+            elif conversation.scroll > 0:
+                conversation.new_below += 1
+            bell = mention or message.nudge or (conversation.kind is Kind.PRIVATE and not shown)
+        self._trim(conversation)
+        conversation.changed()
+        self._changed()
+        return Added(conversation, line, new=True, bell=bell)
+
+    def add_pending_quick(self, conversation: Conversation, text: str, cid: str, *, nudge: bool = False) -> Line:
+        """An own quick message, shown at once as pending until the server acknowledges it."""
+        line = Line(
+            LineKind.QUICK, text, self.clock(), sender=self.nick, cid=cid, own=True, delivery=Delivery.PENDING,
+            nudge=nudge,
+        )  # fmt: skip
+        conversation.lines.append(line)
+        conversation.scroll = 0
+        self._trim(conversation)
+        conversation.changed()
+        self._changed()
+        return line
+
+    def quick_acknowledged(self, conversation: Conversation, cid: str, via: str) -> None:
+        """The server acknowledged an own quick message, over UDP or TCP."""
+        line = conversation.pending(cid)
+        if line is None:
+            return
+        line.delivery = Delivery.ACKED
+        line.via = via
+        line.changed()
+        conversation.changed()
+        self._changed()
+
+    def add_pending(self, conversation: Conversation, text: str, cid: str) -> Line:
+        """An own message, shown at once as pending until the server acknowledges its `cid`."""
+        kind, shown = _kind_of(text)
+        line = Line(kind, shown, self.clock(), sender=self.nick, cid=cid, own=True, delivery=Delivery.PENDING)
+        conversation.lines.append(line)
+        conversation.scroll = 0
+        conversation.new_below = 0
+        self._trim(conversation)
+        conversation.changed()
+        self._changed()
+        return line
+
+    def fail(self, conversation: Conversation, cid: str, reason: str) -> None:
+        """The server refused an own message (or the client ended before it was acknowledged)."""
+        line = conversation.pending(cid)
+        if line is None or line.delivery is not Delivery.PENDING:
+            return
+        line.delivery = Delivery.FAILED
+        line.reason = reason
+        line.changed()
+        conversation.changed()
+        self._changed()
+
+    def _acknowledge(self, conversation: Conversation, line: Line, message: Message) -> None:
+        line.id = message.id
+        line.ts = message.ts / 1000
+        line.delivery = Delivery.ACKED
+        line.sender = message.sender
+        line.changed()
+        self._note_id(conversation, message.id)
+        # A message with a lower id may have arrived while this one was pending: keep id order.
+        position = conversation.lines.index(line)
+        later_lower = [
+            index
+            for index in range(position + 1, len(conversation.lines))
+            if (other := conversation.lines[index].id) is not None and other < message.id
+        ]
+        if later_lower:
+            del conversation.lines[position]
+            conversation.lines.insert(later_lower[-1], line)
+        conversation.changed()
+        self._changed()
+
+    def _line_of(self, message: Message, own: bool) -> Line:
+        kind, shown = _kind_of(message.text)
+        mention = not own and bool(find_mentions(message.text, self.nick))
+        ts = message.ts / 1000
+        return Line(kind, shown, ts, sender=message.sender, id=message.id, cid=message.cid, own=own, mention=mention)
+
+    def _note_id(self, conversation: Conversation, message_id: int) -> None:
+        conversation.ids.add(message_id)
+        if conversation.highest is None or message_id > conversation.highest:
+            conversation.highest = message_id
+        if conversation.oldest is None or message_id < conversation.oldest:
+            conversation.oldest = message_id
+
+    @staticmethod
+    def _insert(conversation: Conversation, line: Line, *, history: bool = False) -> None:
+        """Append a live line; put an older one, or one from history, after the last line with a lower id (so
+        history goes above the notices that came with it)."""
+        lines = conversation.lines
+        assert line.id is not None
+        position = len(lines)
+        newest = next((other.id for other in reversed(lines) if other.id is not None), None)
+        if history or (newest is not None and line.id < newest):
+            position = 0
+            for index in range(len(lines) - 1, -1, -1):
+                other = lines[index].id
+                if other is not None and other < line.id:
+                    position = index + 1
+                    break
+        lines.insert(position, line)
+
+    def _trim(self, conversation: Conversation) -> None:
+        excess = len(conversation.lines) - self.max_lines
+        if excess <= 0 or conversation.scroll > 0:
+            return
+        for line in conversation.lines[:excess]:
+            if line.id is not None:
+                conversation.ids.discard(line.id)
+        del conversation.lines[:excess]
+        first = next((line.id for line in conversation.lines if line.id is not None), None)
+        conversation.oldest = first
+        conversation.has_older = True
+
+    def clear(self, conversation: Conversation) -> None:
+        """Empty the pane of a conversation (/clear); what it cleared is not shown again."""
+        conversation.lines.clear()
+        conversation.scroll = 0
+        conversation.new_below = 0
+        conversation.read_marker = conversation.highest
+        conversation.changed()
+        self._changed()
+
+    # --- notices and presence ------------------------------------------------------------------------------------
+
+    def notice(self, text: str, conversation: Conversation | None = None, *, kind: LineKind = LineKind.NOTICE) -> Line:
+        """A line from the client itself, in `conversation` or the one shown."""
+        target = conversation or self.current
+        line = Line(kind, text, self.clock())
+        target.lines.append(line)
+        self._trim(target)
+        target.changed()
+        self._changed()
+        return line
+
+    def notice_everywhere(self, text: str, *, kind: LineKind = LineKind.NOTICE) -> None:
+        """A notice in every open conversation (connection changes), or in the status one if none is open."""
+        targets = [c for c in self.conversations if c.kind is not Kind.STATUS] or [self.status_conversation()]
+        for conversation in targets:
+            self.notice(text, conversation, kind=kind)
+
+    def set_members(self, room: str, members: Iterable[tuple[str, str | None]]) -> None:
+        """The members of a room, from `joined` (no away texts) or `members`."""
+        conversation = self.find(Kind.ROOM, room)
+        if conversation is None:
+            return
+        conversation.members = {fold(nick): Member(nick, away) for nick, away in members}
+        conversation.changed()
+        self._changed()
+
+    def presence(self, room: str, nick: str, event: str, *, old: str | None = None, text: str | None = None) -> None:
+        """Someone joined, parted, quit, changed nick or went away in a room (PROTOCOL.md 3.6)."""
+        conversation = self.find(Kind.ROOM, room)
+        if conversation is None:
+            return
+        members = conversation.members
+        if event == "join":
+            members[fold(nick)] = Member(nick)
+            self.notice(f"{nick} joined {conversation.name}", conversation, kind=LineKind.JOIN)
+        elif event in ("part", "quit"):
+            members.pop(fold(nick), None)
+            verb = "left" if event == "part" else "quit"
+            self.notice(f"{nick} {verb}", conversation, kind=LineKind.PART)
+        elif event == "nick" and old is not None:
+            conversation.members = _renamed(members, old, nick)
+            if old != nick:
+                self.notice(f"{old} is now known as {nick}", conversation, kind=LineKind.NICK)
+        elif event == "away":
+            member = members.get(fold(nick))
+            if member is not None:
+                member.away = text
+            self.notice(f"{nick} is away: {text}" if text else f"{nick} is back", conversation, kind=LineKind.AWAY)
+        conversation.changed()
+        self._changed()
+
+    def set_own_nick(self, nick: str) -> None:
+        """The server accepted a new nick for us: rename us in every member list."""
+        old = self.nick
+        self.nick = nick
+        self.own_nicks.add(fold(nick))
+        for conversation in self.conversations:
+            if conversation.kind is Kind.ROOM and fold(old) in conversation.members:
+                conversation.members = _renamed(conversation.members, old, nick)
+                conversation.changed()
+        self._changed()
+
+    def set_own_away(self, text: str | None) -> None:
+        self.away = text
+        for conversation in self.conversations:
+            member = conversation.members.get(fold(self.nick))
+            if member is not None:
+                member.away = text
+                conversation.changed()
+        self._changed()
+
+    def set_connection(
+        self, state: LinkState, reason: str | None = None, *, retry_at: float | None = None, attempt: int = 0
+    ) -> None:
+        self.connection = ConnectionStatus(state, reason, retry_at, attempt)
+        self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    # --- what completion and the state file read -----------------------------------------------------------------
+
+    def nicks(self) -> list[str]:
+        """Nicks to complete: the current room's members first, then everyone else known, without ourselves."""
+        seen: dict[str, str] = {}
+        ordered = [self.current, *(c for c in self.conversations if c is not self.current)]
+        for conversation in ordered:
+            for key, member in conversation.members.items():
+                seen.setdefault(key, member.nick)
+            if conversation.kind is Kind.PRIVATE:
+                seen.setdefault(fold(conversation.name), conversation.name)
+        return [nick for key, nick in seen.items() if key not in self.own_nicks]
+
+    def rooms(self) -> list[str]:
+        """Room names to complete: the open ones first, then the others seen in /list."""
+        names = {c.key[1]: c.name for c in self.conversations if c.kind is Kind.ROOM}
+        for key, name in self.known_rooms.items():
+            names.setdefault(key, name)
+        return list(names.values())
+
+
+def _kind_of(text: str) -> tuple[LineKind, str]:
+    if text.startswith(ACTION_PREFIX) and len(text) > len(ACTION_PREFIX):
+        return LineKind.ACTION, text[len(ACTION_PREFIX) :]
+    return LineKind.MESSAGE, text
+
+
+def _renamed(members: dict[str, Member], old: str, new: str) -> dict[str, Member]:
+    """The members with `old` renamed to `new` in its place (PROTOCOL.md 3.7: a rename keeps the place)."""
+    old_key, new_key = fold(old), fold(new)
+    if old_key not in members:
+        return {**members, new_key: Member(new)}
+    result: dict[str, Member] = {}
+    for key, member in members.items():
+        if key == old_key:
+            result[new_key] = Member(new, member.away)
+        elif key != new_key:
+            result[key] = member
+    return result

@@ -1,0 +1,299 @@
+"""Safe, aligned text for the terminal: what a peer sent, made harmless, measured and wrapped in screen cells.
+
+Safety: every string that came over the network (texts, nicks, room names, error messages) goes through
+`safe_fragments` or `visible` before it reaches the screen. Control characters (C0, DEL, C1), bidi overrides and
+isolates and other invisible format characters, and line or paragraph separators are shown as visible stand-ins
+(`^[`, `^?`, `\\x9b`, `<U+202E>`), styled `class:control`. So nothing a peer sends can move the cursor, change the
+title, reach the clipboard (OSC 52), ring the bell or reorder what is shown; the only bell is the client's own,
+for a mention. The server already refuses control characters other than newline and tab in texts
+(PROTOCOL.md 8); this is the client's own line of defence, and it also covers names and error messages.
+
+Width: a column is a terminal cell. Wide characters (CJK, most emoji) take two, combining marks none
+(`prompt_toolkit.utils.get_cwidth`, wcwidth underneath). Every row `render_line` makes fits its width exactly or
+less, so the nick column and the text column line up whatever script a nick or text is written in.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+import zlib
+from collections.abc import Callable
+from functools import lru_cache
+
+from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.utils import get_cwidth
+
+from chat.tui.model import Delivery, Line, LineKind, find_mentions
+
+TIME_WIDTH = 5  # "12:34"
+NICK_WIDTH = 10
+SEPARATOR = " │ "
+PREFIX_WIDTH = TIME_WIDTH + 1 + NICK_WIDTH + len(SEPARATOR)
+MIN_TEXT_WIDTH = 8
+TAB = "    "
+TRUNCATED = "+"  # marks a nick cut to fit its column (ASCII: an ellipsis is ambiguous-width in CJK terminals)
+NICK_COLOURS = 12  # style classes nick.0 .. nick.11
+
+# Format characters that carry meaning in ordinary text and cannot reorder or hide anything: zero width joiner and
+# non-joiner (emoji sequences, Indic and Persian scripts). Every other Cf character is shown as <U+XXXX>.
+_KEPT_FORMAT = frozenset("\u200c\u200d")
+_SHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+Row = StyleAndTextTuples
+LocalTime = Callable[[float], time.struct_time]
+
+
+@lru_cache(maxsize=4096)
+def _stand_in(char: str) -> str | None:
+    """The visible stand-in for a character that must not reach the terminal as itself, or None."""
+    code = ord(char)
+    if code < 0x20:
+        return "^" + chr(code + 0x40)  # ESC -> ^[, BEL -> ^G
+    if code == 0x7F:
+        return "^?"
+    if 0x80 <= code < 0xA0:
+        return f"\\x{code:02x}"  # C1: CSI (0x9b) and OSC (0x9d) on some terminals
+    if unicodedata.category(char) in _SHOWN_CATEGORIES and char not in _KEPT_FORMAT:
+        return f"<U+{code:04X}>"  # bidi overrides and isolates, zero width space, BOM, tags, separators
+    return None
+
+
+def safe_fragments(text: str, style: str = "", *, newlines: bool = False) -> StyleAndTextTuples:
+    """`text` as styled fragments with every dangerous character replaced by a visible stand-in.
+
+    Tabs become spaces; newlines are kept when `newlines` (a message body, wrapped later), else shown as `^J`.
+    """
+    if text.isprintable():
+        return [(style, text)] if text else []
+    fragments: StyleAndTextTuples = []
+    plain: list[str] = []
+    control_style = f"{style} class:control" if style else "class:control"
+    for char in text:
+        if char == "\t":
+            plain.append(TAB)
+            continue
+        if char == "\n" and newlines:
+            plain.append(char)
+            continue
+        stand_in = _stand_in(char)
+        if stand_in is None:
+            plain.append(char)
+            continue
+        if plain:
+            fragments.append((style, "".join(plain)))
+            plain = []
+        fragments.append((control_style, stand_in))
+    if plain:
+        fragments.append((style, "".join(plain)))
+    return fragments
+
+
+def visible(text: str, *, newlines: bool = False) -> str:
+    """`text` with every dangerous character replaced by its visible stand-in, as a plain string."""
+    return "".join(fragment[1] for fragment in safe_fragments(text, newlines=newlines))
+
+
+def cell_width(text: str) -> int:
+    """Screen cells `text` takes (already made visible)."""
+    return get_cwidth(text)
+
+
+def fit(text: str, width: int, *, right: bool = False) -> str:
+    """`text` cut (marked with `+`) or padded with spaces to exactly `width` cells."""
+    if width <= 0:
+        return ""
+    used = cell_width(text)
+    if used > width:
+        kept: list[str] = []
+        used = 0
+        for char in text:
+            char_width = get_cwidth(char)
+            if used + char_width > width - 1:
+                break
+            kept.append(char)
+            used += char_width
+        text = "".join(kept) + TRUNCATED
+        used += 1
+    padding = " " * (width - used)
+    return padding + text if right else text + padding
+
+
+def wrap(fragments: StyleAndTextTuples, width: int) -> list[Row]:
+    """Styled text in rows of at most `width` cells: broken after the last space that fits, or anywhere in a word
+    longer than a row; `\\n` always breaks. A zero-width character stays with the one before it."""
+    width = max(1, width)
+    rows: list[Row] = []
+    cells: list[tuple[str, str, int]] = []  # (style, text, cells) of the row being filled
+    used = 0
+    last_space = -1  # index in `cells` of the last space: where the row may break
+
+    def finish(row: list[tuple[str, str, int]]) -> None:
+        while row and row[-1][1] == " ":
+            row = row[:-1]
+        rows.append(_merge(row))
+
+    for fragment in fragments:
+        style, text = fragment[0], fragment[1]
+        for char in text:
+            if char == "\n":
+                finish(cells)
+                cells, used, last_space = [], 0, -1
+                continue
+            char_width = get_cwidth(char)
+            if char_width == 0 and cells:
+                last_style, last_text, last_width = cells[-1]
+                cells[-1] = (last_style, last_text + char, last_width)
+                continue
+            broke = False
+            while used + char_width > width and cells:
+                if last_space >= 0:
+                    rest = cells[last_space + 1 :]
+                    finish(cells[: last_space + 1])
+                    cells = rest
+                else:
+                    finish(cells)
+                    cells = []
+                used = sum(cell[2] for cell in cells)
+                last_space = -1
+                broke = True
+            if broke and char == " " and not cells:
+                continue  # a space where the row breaks is dropped
+            cells.append((style, char, char_width))
+            used += char_width
+            if char == " ":
+                last_space = len(cells) - 1
+    finish(cells)
+    return rows
+
+
+def _merge(cells: list[tuple[str, str, int]]) -> Row:
+    row: Row = []
+    for style, text, _ in cells:
+        if row and row[-1][0] == style:
+            row[-1] = (style, row[-1][1] + text)
+        else:
+            row.append((style, text))
+    return row
+
+
+def row_width(row: Row) -> int:
+    return sum(get_cwidth(fragment[1]) for fragment in row)
+
+
+def nick_class(nick: str) -> str:
+    """A stable colour class for a nick: the same nick has the same colour in every run and on every machine."""
+    return f"class:nick.{zlib.crc32(nick.casefold().encode()) % NICK_COLOURS}"
+
+
+_NICK_COLUMN = {
+    LineKind.ACTION: ("*", "class:action"),
+    LineKind.NOTICE: ("--", "class:notice"),
+    LineKind.ERROR: ("!!", "class:error"),
+    LineKind.JOIN: ("-->", "class:join"),
+    LineKind.PART: ("<--", "class:part"),
+    LineKind.NICK: ("--", "class:presence"),
+    LineKind.AWAY: ("--", "class:presence"),
+}
+_BODY_STYLE = {
+    LineKind.NOTICE: "class:notice",
+    LineKind.ERROR: "class:error",
+    LineKind.JOIN: "class:presence",
+    LineKind.PART: "class:presence",
+    LineKind.NICK: "class:presence",
+    LineKind.AWAY: "class:presence",
+    LineKind.QUICK: "class:quick",
+}
+
+
+def render_line(line: Line, width: int, nick: str, *, local: LocalTime = time.localtime) -> list[Row]:
+    """The rows of one line: time, nick column, separator, then the text wrapped under its own column.
+
+    `nick` is the own nick, whose mentions are highlighted. Every row is at most `width` cells (at least the prefix
+    and `MIN_TEXT_WIDTH` cells of text: narrower panes cut the rows).
+    """
+    clock = time.strftime("%H:%M", local(line.ts))
+    time_style = "class:time class:pending" if line.delivery is Delivery.PENDING else "class:time"
+    prefix: Row = [(time_style, clock), ("", " "), *_nick_column(line), ("class:separator", SEPARATOR)]
+    text_width = max(MIN_TEXT_WIDTH, width - PREFIX_WIDTH)
+    rows = wrap(_body(line, nick), text_width)
+    indent: Row = [("", " " * (TIME_WIDTH + 1 + NICK_WIDTH)), ("class:separator", SEPARATOR)]
+    return [[*(prefix if index == 0 else indent), *row] for index, row in enumerate(rows)]
+
+
+def _nick_column(line: Line) -> Row:
+    if line.kind in (LineKind.MESSAGE, LineKind.QUICK):
+        if line.own:
+            style = "class:own-nick"
+        elif line.mention:
+            style = f"{nick_class(line.sender)} class:mention-nick"
+        else:
+            style = nick_class(line.sender)
+        sender = visible(line.sender)
+        if line.kind is LineKind.QUICK:
+            sender = "»" + sender
+        return [(style, fit(sender, NICK_WIDTH, right=True))]
+    marker, style = _NICK_COLUMN[line.kind]
+    return [(style, fit(marker, NICK_WIDTH, right=True))]
+
+
+def _body(line: Line, nick: str) -> StyleAndTextTuples:
+    style = _BODY_STYLE.get(line.kind, "")
+    if line.delivery is Delivery.PENDING or line.delivery is Delivery.FAILED:
+        style = "class:pending"
+    body: StyleAndTextTuples = []
+    if line.kind is LineKind.ACTION:
+        body.append((nick_class(line.sender), visible(line.sender)))
+        body.append(("", " "))
+    elif line.kind is LineKind.QUICK:
+        body.append(("class:quick-tag", "[nudge]" if line.nudge else "[quick]"))
+        body.append(("", " "))
+    text = safe_fragments(line.text, style, newlines=True)
+    if line.mention:
+        text = _highlight(text, nick)
+    body.extend(text)
+    if line.delivery is Delivery.PENDING:
+        body.append(("class:pending", " (sending)"))
+    elif line.delivery is Delivery.ACKED:
+        body.append(("class:acked", f" ✓ {line.via.upper()}" if line.via else " ✓"))
+    elif line.delivery is Delivery.FAILED:
+        verb = "not delivered" if line.kind is LineKind.QUICK else "not sent"
+        body.append(("class:failed", f" ✗ {verb}: {visible(line.reason or 'refused')}"))
+    return body
+
+
+def _highlight(fragments: StyleAndTextTuples, nick: str) -> StyleAndTextTuples:
+    """Mark every mention of `nick` inside plain fragments with `class:mention`."""
+    result: StyleAndTextTuples = []
+    for fragment in fragments:
+        style, text = fragment[0], fragment[1]
+        if "class:control" in style:
+            result.append((style, text))
+            continue
+        position = 0
+        for start, end in find_mentions(text, nick):
+            if start > position:
+                result.append((style, text[position:start]))
+            result.append((f"{style} class:mention", text[start:end]))
+            position = end
+        if position < len(text):
+            result.append((style, text[position:]))
+    return result
+
+
+def rule(label: str, width: int, style: str) -> Row:
+    """A full-width row with `label` in the middle of a horizontal line: day separators and markers."""
+    label = f" {label} "
+    free = max(0, width - cell_width(label))
+    left = min(4, free // 2) if free > 8 else free // 2
+    return [(style, "─" * left + label + "─" * (free - left))]
+
+
+def day_of(ts: float, local: LocalTime = time.localtime) -> tuple[int, int]:
+    moment = local(ts)
+    return (moment.tm_year, moment.tm_yday)
+
+
+def day_label(ts: float, local: LocalTime = time.localtime) -> str:
+    moment = local(ts)
+    return f"{time.strftime('%A', moment)} {moment.tm_mday} {time.strftime('%B %Y', moment)}"

@@ -1,0 +1,499 @@
+"""The real terminal Application, headless (pipe input, dummy output), against a real server on 127.0.0.1.
+
+Keys go in through `create_pipe_input` exactly as a terminal sends them; what the app shows is read from its model
+and from the rows its message pane renders. Every wait is for a condition, woken by each redraw of the app (the
+app redraws after every change), with a timeout; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.input.base import PipeInput
+from prompt_toolkit.output import DummyOutput
+
+from chat.client import Client, Message, connect
+from chat.config import config_with
+from chat.protocol.messages import QuickMessage
+from chat.server.app import ChatServer
+from chat.tui.app import ChatApp
+from chat.tui.controller import Settings
+from chat.tui.model import Conversation, Delivery, Kind, LineKind, LinkState
+from chat.tui.render import cell_width
+from chat.tui.state import StateStore
+
+pytestmark = pytest.mark.asyncio
+
+WAIT = 10.0
+ENTER, TAB, CTRL_D, CTRL_J, CTRL_N, CTRL_P = "\r", "\t", "\x04", "\n", "\x0e", "\x10"
+UP, DOWN, PAGE_UP, PAGE_DOWN = "\x1b[A", "\x1b[B", "\x1b[5~", "\x1b[6~"
+
+ServerFactory = Callable[..., Awaitable[ChatServer]]
+
+
+class RecordingOutput(DummyOutput):
+    """A dummy terminal that counts its bells."""
+
+    def __init__(self) -> None:
+        self.bells = 0
+
+    def bell(self) -> None:
+        self.bells += 1
+
+
+class Tui:
+    """One running app: type into it, wait for what it shows, read its message pane."""
+
+    def __init__(self, app: ChatApp, pipe: PipeInput, output: RecordingOutput) -> None:
+        self.app = app
+        self.pipe = pipe
+        self.output = output
+        self.model = app.model
+        self._redrawn = asyncio.Event()
+        app.application.after_render += lambda _: self._redrawn.set()
+        self.task: asyncio.Task[int] = asyncio.create_task(app.run())
+
+    def type(self, keys: str) -> None:
+        self.pipe.send_text(keys)
+
+    async def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = WAIT) -> None:
+        """Until `condition()` is true, re-checked after every redraw."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            if self.task.done():
+                raise AssertionError(f"the app ended while waiting for {what}: {self.task.result()!r}")
+            self._redrawn.clear()
+            try:
+                await asyncio.wait_for(self._redrawn.wait(), deadline - loop.time())
+            except TimeoutError:
+                raise AssertionError(f"timed out waiting for {what}") from None
+
+    def conversation(self, name: str, kind: Kind = Kind.ROOM) -> Conversation:
+        conversation = self.model.find(kind, name)
+        assert conversation is not None, f"no conversation {name}"
+        return conversation
+
+    def texts(self, name: str = "lobby", kind: Kind = Kind.ROOM) -> list[str]:
+        conversation = self.model.find(kind, name)
+        return [] if conversation is None else [line.text for line in conversation.lines]
+
+    def screen(self) -> list[str]:
+        """The rows of the message pane as last drawn (the real size of the pane in the dummy 80x40 terminal)."""
+        pane = self.app.pane
+        content = pane.create_content(self.pane_width, pane.height)
+        return ["".join(fragment[1] for fragment in content.get_line(i)) for i in range(content.line_count)]
+
+    @property
+    def pane_width(self) -> int:
+        """The width the message pane was last drawn with."""
+        for window in self.app.application.layout.find_all_windows():
+            if window.content is self.app.pane and window.render_info is not None:
+                return window.render_info.window_width
+        raise AssertionError("the message pane was not drawn yet")
+
+    async def quit(self) -> int:
+        if not self.task.done():
+            self.app.controller.request_quit()
+        return await asyncio.wait_for(self.task, WAIT)
+
+
+TuiFactory = Callable[..., Awaitable[Tui]]
+
+
+@pytest_asyncio.fixture
+async def start_tui(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Tui]]]:
+    """Start apps with `await start_tui(server, "alice")`; each quits at the end of the test, newest first."""
+    started: list[Tui] = []
+    with contextlib.ExitStack() as stack:
+
+        async def start(
+            server: ChatServer, nick: str = "alice", *, state: Path | None = None, wait_joined: bool = True
+        ) -> Tui:
+            settings = Settings(host="127.0.0.1", port=server.port, nick=nick, backoff_initial=0.05, backoff_max=0.2)
+            store = StateStore(state or tmp_path / f"state-{nick}")
+            pipe = stack.enter_context(create_pipe_input())
+            output = RecordingOutput()
+            tui = Tui(ChatApp(settings, store, input=pipe, output=output), pipe, output)
+            started.append(tui)
+            if not wait_joined:
+                return tui
+            await tui.wait_for(
+                lambda: tui.model.current.name == "lobby" and tui.model.current.joined and tui.model.current.members,
+                "the app to join lobby",
+            )
+            return tui
+
+        yield start
+        for tui in reversed(started):
+            with contextlib.suppress(Exception):
+                await tui.quit()
+
+
+@pytest_asyncio.fixture
+async def bob(server: ChatServer) -> AsyncIterator[Client]:
+    """Another user, on the client library, in lobby."""
+    async with connect("127.0.0.1", server.port, nick="bob") as client:
+        await client.join("lobby")
+        yield client
+
+
+async def next_message(client: Client, text: str | None = None) -> Message:
+    """The next message event of a library client (with `text`, if given)."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            event = await client.recv()
+            if isinstance(event, Message) and (text is None or event.text == text):
+                return event
+
+
+async def test_typed_text_is_sent_shown_at_once_and_marked_when_acknowledged(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    alice.type("hello, room" + ENTER)
+    received = await next_message(bob, "hello, room")
+    assert (received.sender, received.room) == ("alice", "lobby")
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: lobby.lines[-1].delivery is Delivery.ACKED, "the acknowledgement")
+    assert lobby.lines[-1].id == received.id
+    assert [line.text for line in lobby.lines].count("hello, room") == 1
+    assert any(row.endswith("hello, room ✓") for row in alice.screen())
+    assert alice.app.buffer.text == ""
+
+
+async def test_a_message_from_another_client_appears_with_wide_characters_aligned(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    text = "你好，世界！🌏 这是一条很长的中文消息，用来检查换行以后每一行的文字仍然对齐在同一列。"  # noqa: RUF001
+    await bob.say(text, room="lobby")
+    await alice.wait_for(lambda: text in alice.texts(), "bob's message")
+    rows = [row for row in alice.screen() if "│" in row]
+    message_rows = rows[rows.index(next(r for r in rows if "bob │ 你好" in r)) :]
+    assert len(message_rows) >= 2, "the message wraps"
+    columns = {cell_width(row[: row.index("│")]) for row in message_rows}
+    assert len(columns) == 1, f"text column moves: {message_rows}"
+    assert all(cell_width(row) <= alice.pane_width for row in message_rows)
+
+
+async def test_a_peers_bidi_override_is_shown_as_text(server: ChatServer, start_tui: TuiFactory, bob: Client) -> None:
+    alice = await start_tui(server)
+    await bob.say("invoice_\u202egnp.exe", room="lobby")
+    await alice.wait_for(lambda: any("<U+202E>" in row for row in alice.screen()), "the override made visible")
+    assert not any("\u202e" in row for row in alice.screen())
+
+
+async def test_a_mention_is_highlighted_and_rings_the_bell_once(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    await bob.say("alice: are you there?", room="lobby")
+    await bob.say("ALICE!! (and again)", room="lobby")
+    await bob.say("no mention of anyone", room="lobby")
+    await alice.wait_for(lambda: "no mention of anyone" in alice.texts(), "bob's messages")
+    lobby = alice.conversation("lobby")
+    assert [line.mention for line in lobby.lines if line.sender == "bob"] == [True, True, False]
+    assert alice.output.bells == 1, "two mentions in a row ring one bell"
+
+
+async def test_commands_join_list_who_away_me_nick_and_part(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    alice.type("/join dev" + ENTER)
+    await alice.wait_for(lambda: alice.model.current.name == "dev" and alice.model.current.joined, "joining dev")
+    alice.type("/list" + ENTER)
+    await alice.wait_for(lambda: any("lobby  2 members" in t for t in alice.texts("dev")), "the room list")
+    assert any("dev  1 member" in t for t in alice.texts("dev"))
+    alice.type("/away lunch" + ENTER)
+    await alice.wait_for(lambda: "you are away: lunch" in alice.texts("dev"), "away")
+    members = await bob.who("lobby")
+    assert [(m.nick, m.away) for m in members.members] == [("bob", None), ("alice", "lunch")]
+    await bob.join("dev")
+    alice.type("/me waves" + ENTER)
+    await next_message(bob, "/me waves")
+    await alice.wait_for(lambda: any("* │ alice waves" in row for row in alice.screen()), "the action")
+    alice.type("/nick alicia" + ENTER)
+    await alice.wait_for(lambda: alice.model.nick == "alicia", "the new nick")
+    alice.type("/who lobby" + ENTER)
+    await alice.wait_for(lambda: any("bob, alicia (away: lunch)" in t for t in alice.texts("dev")), "who")
+    alice.type("/part" + ENTER)
+    await alice.wait_for(lambda: alice.model.find(Kind.ROOM, "dev") is None, "parting dev")
+    assert alice.model.current.name == "lobby"
+    alice.type("/frobnicate" + ENTER)
+    await alice.wait_for(lambda: any("unknown command /frobnicate" in t for t in alice.texts()), "the error")
+    alice.type("/help" + ENTER)
+    await alice.wait_for(lambda: any(t.strip().startswith("/join ROOM") for t in alice.texts()), "the help")
+    alice.type("/clear" + ENTER)
+    await alice.wait_for(lambda: alice.texts() == [], "a clear pane")
+
+
+async def test_msg_opens_a_private_conversation_and_replies_land_in_it(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    alice.type("/msg bob psst" + ENTER)
+    received = await next_message(bob, "psst")
+    assert received.to == "bob"
+    await bob.say("what?", to="alice")
+    await alice.wait_for(lambda: alice.texts("bob", Kind.PRIVATE) == ["psst", "what?"], "the reply")
+    assert alice.model.current.kind is Kind.PRIVATE
+    assert alice.output.bells == 0, "a private message in the conversation shown rings no bell"
+    alice.type(CTRL_P)
+    await alice.wait_for(lambda: alice.model.current.name == "lobby", "lobby shown")
+    await bob.say("still there?", to="alice")
+    await alice.wait_for(lambda: alice.conversation("bob", Kind.PRIVATE).unread == 1, "the unread private message")
+    assert alice.output.bells == 1
+
+
+async def test_tab_completes_commands_nicks_and_rooms(server: ChatServer, start_tui: TuiFactory, bob: Client) -> None:
+    alice = await start_tui(server)
+    buffer = alice.app.buffer
+    alice.type("/jo" + TAB)
+    await alice.wait_for(lambda: buffer.text == "/join ", "the command completed")
+    alice.type("lo" + TAB)
+    await alice.wait_for(lambda: buffer.text == "/join lobby ", "the room completed")
+    alice.type("\x15")  # Ctrl-U: clear the line (Emacs)
+    await alice.wait_for(lambda: buffer.text == "", "the line cleared")
+    alice.type("bo" + TAB)
+    await alice.wait_for(lambda: buffer.text == "bob: ", "the nick completed")
+
+
+async def test_rooms_switch_with_ctrl_n_ctrl_p_and_alt_number_keeping_drafts_and_counting_unread(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    alice.type("/join dev" + ENTER)
+    await alice.wait_for(lambda: alice.model.current.name == "dev" and alice.model.current.joined, "dev")
+    alice.type("half typed")
+    alice.type(CTRL_P)
+    await alice.wait_for(lambda: alice.model.current.name == "lobby", "Ctrl-P")
+    assert alice.app.buffer.text == ""
+    await bob.join("dev")
+    await bob.say("news in dev", room="dev")
+    dev = alice.conversation("dev")
+    await alice.wait_for(lambda: dev.unread == 1, "the unread count")
+    alice.type("\x1b2")  # Alt-2
+    await alice.wait_for(lambda: alice.model.current is dev, "Alt-2")
+    assert dev.unread == 0 and alice.app.buffer.text == "half typed"
+    alice.type(CTRL_N)
+    await alice.wait_for(lambda: alice.model.current.name == "lobby", "Ctrl-N wraps around")
+
+
+def sgr_mouse(button: int, column: int, row: int, *, release: bool = False) -> str:
+    """An xterm SGR mouse report (1-based cell): button 0 is a left press, 64 and 65 the wheel up and down."""
+    return f"\x1b[<{button};{column};{row}{'m' if release else 'M'}"
+
+
+async def test_the_mouse_wheel_scrolls_and_a_click_on_the_list_switches(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    for n in range(60):
+        await bob.say(f"line {n}", room="lobby")
+    alice = await start_tui(server)
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: "line 59" in alice.texts() and not alice.app.pane.at_top, "the replay drawn")
+    alice.type(sgr_mouse(64, 5, 5))
+    await alice.wait_for(lambda: lobby.scroll == 3, "three rows up")
+    alice.type(sgr_mouse(65, 5, 5))
+    await alice.wait_for(lambda: lobby.scroll == 0, "back down")
+    alice.type("/join dev" + ENTER)
+    await alice.wait_for(lambda: alice.model.current.name == "dev" and alice.model.current.joined, "dev")
+    sidebar = alice.pane_width + 2  # the 1-based column just right of the separator
+    alice.type(sgr_mouse(0, sidebar + 2, 2) + sgr_mouse(0, sidebar + 2, 2, release=True))  # row 2: "1 lobby"
+    await alice.wait_for(lambda: alice.model.current is lobby, "lobby clicked")
+
+
+async def test_input_history_is_per_room(server: ChatServer, start_tui: TuiFactory) -> None:
+    alice = await start_tui(server)
+    alice.type("first" + ENTER + "second" + ENTER)
+    await alice.wait_for(lambda: alice.texts()[-2:] == ["first", "second"], "two messages")
+    alice.type(UP + UP)
+    await alice.wait_for(lambda: alice.app.buffer.text == "first", "Up twice")
+    alice.type(DOWN + DOWN)
+    await alice.wait_for(lambda: alice.app.buffer.text == "", "back to the empty draft")
+    alice.type("/join dev" + ENTER)
+    await alice.wait_for(lambda: alice.model.current.name == "dev" and alice.model.current.joined, "dev")
+    alice.type("in dev" + ENTER + UP + UP)
+    await alice.wait_for(lambda: alice.app.buffer.text == "in dev", "dev's own history")
+    assert alice.conversation("dev").history.entries == ["in dev"]
+    assert alice.conversation("lobby").history.entries == ["first", "second", "/join dev"]
+
+
+async def test_multi_line_messages_and_a_long_paste_asks_first(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    alice.type("line one" + CTRL_J + "line two" + "\x1b\r" + "line three" + ENTER)
+    assert (await next_message(bob)).text == "line one\nline two\nline three"
+    pasted = "\n".join(f"pasted {n}" for n in range(8))
+    alice.type(f"\x1b[200~{pasted}\x1b[201~")
+    await alice.wait_for(lambda: alice.app.buffer.text == pasted, "the paste in the input line")
+    alice.type(ENTER)
+    await alice.wait_for(lambda: alice.model.confirm is not None, "the question")
+    assert alice.app.buffer.text == pasted, "nothing sent yet"
+    alice.type(ENTER)
+    assert (await next_message(bob)).text == pasted
+    await alice.wait_for(lambda: alice.model.confirm is None and alice.app.buffer.text == "", "sent")
+
+
+async def test_older_history_loads_on_scrolling_to_the_top_and_new_messages_below_are_announced(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    for n in range(80):
+        await bob.say(f"old {n}", room="lobby")
+    alice = await start_tui(server)
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: "old 79" in alice.texts() and not alice.app.pane.at_top, "the replay drawn")
+    assert "old 0" not in alice.texts() and lobby.has_older
+    for _ in range(20):
+        if "old 0" in alice.texts():
+            break
+        alice.type(PAGE_UP)
+        await alice.wait_for(lambda: lobby.scroll > 0 or lobby.loading_older or "old 0" in alice.texts(), "scroll")
+    await alice.wait_for(lambda: "old 0" in alice.texts(), "the oldest message loaded")
+    assert [t for t in alice.texts() if t.startswith("old ")] == [f"old {n}" for n in range(80)]
+    assert lobby.scroll > 0
+    await bob.say("while you read old things", room="lobby")
+    await alice.wait_for(lambda: lobby.new_below == 1, "the count below")
+    assert "1 new message below" in alice.screen()[-1]
+    for _ in range(40):
+        alice.type(PAGE_DOWN)
+    await alice.wait_for(lambda: lobby.scroll == 0 and "while you read old things" in alice.screen()[-1], "bottom")
+
+
+async def test_history_loads_older_messages_on_request(server: ChatServer, start_tui: TuiFactory, bob: Client) -> None:
+    for n in range(60):
+        await bob.say(f"old {n}", room="lobby")
+    alice = await start_tui(server)
+    await alice.wait_for(lambda: "old 59" in alice.texts(), "the replay")
+    assert "old 9" not in alice.texts()
+    alice.type("/history 5" + ENTER)
+    await alice.wait_for(lambda: "old 5" in alice.texts(), "five older messages")
+    assert "old 4" not in alice.texts()
+
+
+async def test_it_starts_without_a_server_and_connects_when_one_comes_up(
+    make_server: ServerFactory, start_tui: TuiFactory
+) -> None:
+    server = await make_server()
+    server.config = config_with(server.config, server={"port": server.port, "udp_port": server.udp_port})
+    await server.close()
+    alice = await start_tui(server, wait_joined=False)
+    await alice.wait_for(lambda: alice.model.connection.state is LinkState.RECONNECTING, "retrying")
+    assert any("cannot reach" in line.text for line in alice.model.current.lines)
+    await server.start()
+    await alice.wait_for(lambda: alice.model.current.name == "lobby" and alice.model.current.joined, "lobby")
+
+
+async def test_the_app_rides_out_a_server_restart_and_sends_what_was_typed_meanwhile(
+    make_server: ServerFactory, start_tui: TuiFactory
+) -> None:
+    server = await make_server()
+    alice = await start_tui(server)
+    # Stop the server, keeping its ports, as `ChatServer.restart` does, to type while it is down.
+    server.config = config_with(server.config, server={"port": server.port, "udp_port": server.udp_port})
+    await server.close()
+    await alice.wait_for(lambda: alice.model.connection.state is LinkState.RECONNECTING, "reconnecting")
+    alice.type("typed while the server was down" + ENTER)
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: lobby.lines[-1].text == "typed while the server was down", "the pending line")
+    typed = lobby.lines[-1]
+    assert typed.delivery is Delivery.PENDING
+    assert any("connection lost" in t for t in alice.texts())
+    await server.start()
+    await alice.wait_for(lambda: typed.delivery is Delivery.ACKED, "the acknowledgement after the restart")
+    assert alice.model.connection.state is LinkState.CONNECTED
+    async with connect("127.0.0.1", server.port, nick="bob") as bob:
+        joined = await bob.join("lobby")
+        assert [m.text for m in joined.messages].count("typed while the server was down") == 1
+        await bob.say("welcome back", room="lobby")
+        await alice.wait_for(lambda: "welcome back" in alice.texts(), "a message after the restart")
+
+
+async def test_quit_exits_zero_and_a_restart_shows_what_came_meanwhile_once(
+    server: ChatServer, start_tui: TuiFactory, bob: Client, tmp_path: Path
+) -> None:
+    state = tmp_path / "alice-state"
+    alice = await start_tui(server, state=state)
+    await bob.say("before", to="alice")
+    await bob.say("room before", room="lobby")
+    await alice.wait_for(lambda: "room before" in alice.texts() and alice.texts("bob", Kind.PRIVATE), "messages")
+    alice.type("/quit" + ENTER)
+    assert await asyncio.wait_for(alice.task, 1.0) == 0
+    await bob.say("while you were away", to="alice")
+    await bob.say("room while away", room="lobby")
+    again = await start_tui(server, state=state)
+    await again.wait_for(lambda: "while you were away" in again.texts("bob", Kind.PRIVATE), "the missed message")
+    await again.wait_for(lambda: "room while away" in again.texts(), "the missed room message")
+    assert again.texts("bob", Kind.PRIVATE) == ["before", "while you were away"]
+    assert [t for t in again.texts() if "before" in t or "away" in t] == ["room before", "room while away"]
+    lobby = again.conversation("lobby")
+    unread = lobby.first_unread_index()
+    assert unread is not None and lobby.lines[unread].text == "room while away"
+
+
+async def test_ctrl_d_on_an_empty_line_quits(server: ChatServer, start_tui: TuiFactory) -> None:
+    alice = await start_tui(server)
+    alice.type("x" + CTRL_D)  # deletes (nothing under the cursor): the line is not empty, so no quit
+    await alice.wait_for(lambda: alice.app.buffer.text == "x", "x typed")
+    assert not alice.task.done()
+    alice.type("\x08" + CTRL_D)  # Backspace, then Ctrl-D on the empty line
+    assert await asyncio.wait_for(alice.task, 1.0) == 0
+
+
+async def test_a_refused_nick_can_be_replaced_without_restarting(server: ChatServer, start_tui: TuiFactory) -> None:
+    async with connect("127.0.0.1", server.port, nick="alice") as holder:
+        alice = await start_tui(server, wait_joined=False)
+        await alice.wait_for(lambda: alice.model.connection.state is LinkState.REFUSED, "the refusal")
+        assert "nick_taken" in (alice.model.connection.reason or "")
+        alice.type("/nick alice2" + ENTER)
+        await alice.wait_for(lambda: alice.model.current.name == "lobby" and alice.model.current.joined, "lobby")
+        assert alice.model.nick == "alice2"
+        assert [m.nick for m in (await holder.who("lobby")).members] == ["alice2"]
+
+
+async def next_quick(client: Client) -> QuickMessage:
+    async with asyncio.timeout(WAIT):
+        while True:
+            event = await client.recv()
+            if isinstance(event, QuickMessage):
+                return event
+
+
+async def test_quick_messages_and_nudges_show_how_they_were_delivered(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    await alice.wait_for(lambda: (alice.model.udp_status or "").endswith(" ms"), "the UDP round trip")
+    await bob.wait_udp(timeout=WAIT)
+    alice.type("/quick bob at your desk?" + ENTER)
+    quick = await next_quick(bob)
+    assert (quick.sender, quick.to, quick.text, quick.nudge) == ("alice", "bob", "at your desk?", False)
+    private = alice.conversation("bob", Kind.PRIVATE)
+    assert alice.model.current is private
+    sent = private.lines[-1]
+    await alice.wait_for(lambda: sent.delivery is Delivery.ACKED, "the UDP acknowledgement")
+    assert (sent.kind, sent.via) == (LineKind.QUICK, "udp")
+    assert any(row.endswith("[quick] at your desk? ✓ UDP") for row in alice.screen())
+
+    alice.type(CTRL_P)
+    await alice.wait_for(lambda: alice.model.current.name == "lobby", "lobby shown")
+    await bob.quick("nudge", to="alice", nudge=True)
+    await alice.wait_for(lambda: private.unread == 1, "bob's nudge")
+    assert private.lines[-1].nudge and alice.output.bells == 1
+
+    alice.type("/nudge nobody" + ENTER)
+    await alice.wait_for(lambda: alice.model.current.name == "nobody", "the conversation with nobody")
+    refused = alice.model.current.lines[-1]
+    await alice.wait_for(lambda: refused.delivery is Delivery.FAILED, "the refusal")
+    assert refused.reason is not None and refused.reason.startswith("no_such_nick")
+    assert any("[nudge] nudge ✗ not delivered:" in row for row in alice.screen())

@@ -1,0 +1,98 @@
+"""End to end in a real pseudo-terminal: `chat-server` and `chat-client` as processes, the client driven by pexpect.
+
+prompt_toolkit redraws only the cells that changed, so a text is not always written in one piece; the test asks for
+a full redraw (Ctrl-L, the client's redraw key) before looking for a text, and lets style escapes sit between its
+characters. The texts looked for have no spaces, which a redraw may skip over instead of writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pexpect
+import pytest
+import pytest_asyncio
+from serverprocess import ServerProcess
+
+from chat.client import Client, Message, connect
+
+pytestmark = pytest.mark.asyncio
+
+WAIT = 15.0
+REDRAW = "\x0c"  # Ctrl-L
+LEAVE_ALTERNATE_SCREEN = b"\x1b[?1049l"
+
+
+def on_screen(text: str) -> re.Pattern[bytes]:
+    """`text` as the terminal receives it: any escape sequences (styles, cursor moves) between its characters."""
+    gap = rb"(?:\x1b\[[0-9;?]*[A-Za-z])*"
+    return re.compile(gap.join(re.escape(char.encode()) for char in text))
+
+
+def wait_for_text(child: pexpect.spawn, text: str, timeout: float = WAIT) -> None:
+    """Until `text` is drawn: ask for a full redraw, look for it, again, until `timeout`."""
+    pattern = on_screen(text)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child.send(REDRAW)
+        try:
+            child.expect(pattern, timeout=0.5)
+            return
+        except pexpect.TIMEOUT:
+            continue
+    raise AssertionError(f"{text!r} never appeared on the screen; last output: {child.before[-2000:]!r}")
+
+
+@pytest_asyncio.fixture
+async def server_process(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    workdir = tmp_path / "server"
+    workdir.mkdir()
+    server = await ServerProcess.start(workdir, '[history]\ndatabase = "chat.db"\n')
+    yield server
+    await server.stop()
+
+
+async def next_message(client: Client, text: str) -> Message:
+    async with asyncio.timeout(WAIT):
+        while True:
+            event = await client.recv()
+            if isinstance(event, Message) and event.text == text:
+                return event
+
+
+async def test_chat_client_in_a_real_terminal(server_process: ServerProcess, tmp_path: Path) -> None:
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("CHAT_", "XDG_"))}
+    env.update(HOME=str(home), XDG_STATE_HOME=str(home / "state"), TERM="xterm-256color", LANG="C.UTF-8")
+    executable = str(Path(sys.executable).parent / "chat-client")
+    arguments = ["--host", "127.0.0.1", "--port", str(server_process.port), "--nick", "alice"]
+    child = pexpect.spawn(executable, arguments, env=env, cwd=str(cwd), dimensions=(30, 100), timeout=WAIT)
+    try:
+        await asyncio.to_thread(wait_for_text, child, "connected")
+        async with connect("127.0.0.1", server_process.port, nick="bob") as bob:
+            await bob.join("lobby")
+            await asyncio.to_thread(wait_for_text, child, "bob")  # bob's arrival, in the pane and the member list
+
+            child.send("hello-from-alice\r")
+            received = await next_message(bob, "hello-from-alice")
+            assert (received.sender, received.room) == ("alice", "lobby")
+
+            await bob.say("ZQXJ-7305-WKVB", room="lobby")
+            await asyncio.to_thread(wait_for_text, child, "ZQXJ-7305-WKVB")
+
+        child.send("/quit\r")
+        await asyncio.to_thread(child.expect, pexpect.EOF, WAIT)
+        assert LEAVE_ALTERNATE_SCREEN in child.before, "the terminal is given back"
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert list(cwd.iterdir()) == [], "nothing is written to the working folder"
+    assert (home / "state" / "chat" / "client.log").is_file()

@@ -1,0 +1,161 @@
+"""Safe and aligned text for the terminal (chat/tui/render.py): what a peer sends can only ever show as text."""
+
+from __future__ import annotations
+
+import time
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chat.tui.model import Delivery, Line, LineKind
+from chat.tui.render import (
+    NICK_WIDTH,
+    PREFIX_WIDTH,
+    TIME_WIDTH,
+    cell_width,
+    fit,
+    nick_class,
+    render_line,
+    row_width,
+    safe_fragments,
+    visible,
+    wrap,
+)
+
+TS = 1_764_607_200.0
+CHINESE = "你好，世界！这是一条很长的消息，需要换行显示。"  # noqa: RUF001 (Chinese punctuation is full width)
+
+
+def text_of(row: list[tuple[str, str]] | object) -> str:
+    return "".join(fragment[1] for fragment in row)  # type: ignore[attr-defined]
+
+
+def test_terminal_escapes_are_shown_not_obeyed() -> None:
+    assert visible("\x1b[2J\x1b]0;pwned\x07") == "^[[2J^[]0;pwned^G"
+    assert visible("\x1b]52;c;aGk=\x07") == "^[]52;c;aGk=^G"  # OSC 52: the clipboard
+    assert visible("a\rb\x7f") == "a^Mb^?"
+    assert visible("\x9b31m") == "\\x9b31m"  # C1 CSI
+
+
+def test_bidi_overrides_isolates_and_invisible_characters_are_made_visible() -> None:
+    assert visible("abc\u202edcba") == "abc<U+202E>dcba"
+    assert visible("\u2066x\u2069") == "<U+2066>x<U+2069>"
+    assert visible("a\u200bb\ufeff") == "a<U+200B>b<U+FEFF>"
+    assert visible("line\u2028sep") == "line<U+2028>sep"
+    assert visible("\u200f\u061c") == "<U+200F><U+061C>"
+
+
+def test_ordinary_text_of_any_script_passes_unchanged() -> None:
+    for text in ("héllo", CHINESE, "👩\u200d💻 ok", "مرحبا", "e\u0301"):
+        assert visible(text) == text
+
+
+def test_newlines_are_kept_only_in_message_bodies_and_tabs_become_spaces() -> None:
+    assert visible("a\nb") == "a^Jb"
+    assert visible("a\nb", newlines=True) == "a\nb"
+    assert visible("a\tb") == "a    b"
+
+
+def test_stand_ins_are_styled_so_they_stand_out() -> None:
+    assert safe_fragments("x\x1by", "class:body") == [
+        ("class:body", "x"),
+        ("class:body class:control", "^["),
+        ("class:body", "y"),
+    ]
+
+
+def test_widths_count_cells() -> None:
+    assert cell_width("abc") == 3
+    assert cell_width("你好") == 4
+    assert cell_width("😀") == 2
+    assert cell_width("e\u0301") == 1
+
+
+def test_fit_pads_and_cuts_by_cells() -> None:
+    assert fit("bob", 6, right=True) == "   bob"
+    assert fit("张伟", 6, right=True) == "  张伟"
+    assert fit("abcdefgh", 5) == "abcd+"
+    assert fit("张伟张伟", 5) == "张伟+"
+    assert cell_width(fit("张伟张伟张", 6)) == 6
+
+
+def test_wrap_breaks_at_spaces_and_inside_words_too_long_for_a_row() -> None:
+    assert [text_of(row) for row in wrap([("", "the quick brown fox")], 10)] == ["the quick", "brown fox"]
+    assert [text_of(row) for row in wrap([("", "abcdefghijkl")], 5)] == ["abcde", "fghij", "kl"]
+    assert [text_of(row) for row in wrap([("", "one\ntwo")], 10)] == ["one", "two"]
+
+
+def test_a_wide_character_never_straddles_a_row_end() -> None:
+    rows = [text_of(row) for row in wrap([("", "ab你好世界")], 5)]
+    assert rows == ["ab你", "好世", "界"]
+
+
+def test_combining_marks_stay_with_their_letter() -> None:
+    rows = [text_of(row) for row in wrap([("", "abcde\u0301f")], 5)]
+    assert rows == ["abcde\u0301", "f"]
+
+
+@given(st.text(alphabet=st.sampled_from("ab 你好😀\u0301\n-"), max_size=80), st.integers(min_value=2, max_value=30))
+def test_no_wrapped_row_is_wider_than_its_width(text: str, width: int) -> None:
+    for row in wrap([("", text)], width):
+        assert row_width(row) <= width
+
+
+def line(text: str, sender: str = "bob", **fields: object) -> Line:
+    return Line(fields.pop("kind", LineKind.MESSAGE), text, TS, sender=sender, **fields)  # type: ignore[arg-type]
+
+
+def separator_column(row_text: str) -> int:
+    """The cell column of the `│` separator in a rendered row."""
+    return cell_width(row_text[: row_text.index("│")])
+
+
+def test_the_text_column_lines_up_for_wide_nicks_and_wide_text() -> None:
+    rows = [
+        *render_line(line("plain text", sender="bob"), 40, "alice", local=time.gmtime),
+        *render_line(line(CHINESE, sender="张伟"), 40, "alice", local=time.gmtime),
+        *render_line(line("emoji 😀😀😀😀😀😀😀😀😀😀😀😀", sender="zoë"), 40, "alice", local=time.gmtime),
+    ]
+    assert len(rows) > 3
+    for row in rows:
+        assert separator_column(text_of(row)) == TIME_WIDTH + 1 + NICK_WIDTH + 1
+        assert row_width(row) <= 40
+
+
+def test_a_rendered_line_has_time_nick_and_text() -> None:
+    [row] = render_line(line("hello", sender="bob"), 60, "alice", local=time.gmtime)
+    assert text_of(row) == "16:40" + " " + " " * 7 + "bob" + " │ " + "hello"
+    assert len(text_of(row)) == PREFIX_WIDTH + 5
+
+
+def test_own_messages_show_their_delivery_state() -> None:
+    pending = line("hi", sender="alice", own=True, delivery=Delivery.PENDING)
+    acked = line("hi", sender="alice", own=True, delivery=Delivery.ACKED)
+    failed = line("hi", sender="alice", own=True, delivery=Delivery.FAILED, reason="no_such_nick")
+    assert text_of(render_line(pending, 60, "alice")[0]).endswith("hi (sending)")
+    assert text_of(render_line(acked, 60, "alice")[0]).endswith("hi ✓")
+    assert text_of(render_line(failed, 60, "alice")[0]).endswith("hi ✗ not sent: no_such_nick")
+
+
+def test_mentions_are_highlighted_in_the_text() -> None:
+    [row] = render_line(line("hey alice, look", mention=True), 60, "alice")
+    assert ("class:mention", "alice") in [(style.strip(), text) for style, text, *_ in row]
+
+
+def test_a_peers_escape_sequences_stay_visible_in_a_rendered_line() -> None:
+    [row] = render_line(line("\x1b[31mred\u202e"), 80, "alice")
+    rendered = text_of(row)
+    assert "\x1b" not in rendered and "\u202e" not in rendered
+    assert rendered.endswith("^[[31mred<U+202E>")
+
+
+def test_actions_and_presence_have_their_own_nick_column() -> None:
+    [action] = render_line(line("waves", kind=LineKind.ACTION), 60, "alice")
+    [joined] = render_line(line("bob joined lobby", sender="", kind=LineKind.JOIN), 60, "alice")
+    assert "* │ bob waves" in text_of(action)
+    assert "--> │ bob joined lobby" in text_of(joined)
+
+
+def test_nick_colours_are_stable_and_case_blind() -> None:
+    assert nick_class("Bob") == nick_class("bob")
+    assert len({nick_class(f"user{index}") for index in range(40)}) >= 8
