@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import BenchServer, percentile
+from benchlib import BenchServer, report_latencies
 
 from chat.cli import run_event_loop
 from chat.client import Client, connect
@@ -42,14 +42,6 @@ def write_random_file(path: Path, mebibytes: int) -> None:
     with open(path, "wb") as out:
         for _ in range(mebibytes):
             out.write(os.urandom(2**20))
-
-
-def report(label: str, latencies: list[float]) -> None:
-    ordered = sorted(latencies)
-    print(
-        f"{label:<36} p50 {percentile(ordered, 0.5):6.2f} ms   p99 {percentile(ordered, 0.99):6.2f} ms   "
-        f"({len(ordered)} says)"
-    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -88,9 +80,9 @@ async def run(args: argparse.Namespace) -> int:
             print(f"file: {args.size} MiB")
             print(f"upload:   {args.size / upload_s:7.1f} MiB/s ({upload_s:.2f} s)")
             print(f"download: {args.size / download_s:7.1f} MiB/s ({download_s:.2f} s)")
-            report("say round trip, no transfer", idle)
-            report("say round trip during the upload", during_upload)
-            report("say round trip during the download", during_download)
+            report_latencies("say round trip, no transfer", idle, "says")
+            report_latencies("say round trip during the upload", during_upload, "says")
+            report_latencies("say round trip during the download", during_download, "says")
             identical = copy.read_bytes() == source.read_bytes()
             print(f"download byte-identical: {identical}; server RSS after: {server.rss_bytes() / 2**20:.1f} MiB")
             return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import BenchServer, percentile
+from benchlib import BenchServer, report_latencies
 
 from chat.cli import run_event_loop
 from chat.client import Client, Message, connect
@@ -43,14 +43,6 @@ async def measure(
     return latencies
 
 
-def report(label: str, latencies: list[float]) -> None:
-    ordered = sorted(latencies)
-    print(
-        f"{label:<34} p50 {percentile(ordered, 0.5):6.3f} ms   p99 {percentile(ordered, 0.99):6.3f} ms   "
-        f"max {ordered[-1]:6.3f} ms   ({len(ordered)} messages)"
-    )
-
-
 async def run(args: argparse.Namespace) -> int:
     server = await BenchServer.start()
     try:
@@ -60,18 +52,20 @@ async def run(args: argparse.Namespace) -> int:
                 print("UDP is not usable here", file=sys.stderr)
                 return 1
             rtt = await a.udp_ping()
-            report(
+            report_latencies(
                 "quick, UDP path", await measure(a, b, args.count, lambda i: a.quick(f"m{i}", to="u2"), QuickMessage)
             )
             await a.join("duo")
             await b.join("duo")
-            report("say, room of 2", await measure(a, b, args.count, lambda i: a.say(f"m{i}", room="duo"), Message))
+            report_latencies(
+                "say, room of 2", await measure(a, b, args.count, lambda i: a.say(f"m{i}", room="duo"), Message)
+            )
             print(f"UDP PING round trip: {rtt * 1000 if rtt else float('nan'):.3f} ms")
         async with (
             connect("127.0.0.1", port, nick="t1", udp=False) as a,
             connect("127.0.0.1", port, nick="t2", udp=False) as b,
         ):
-            report("quick, TCP path (UDP blocked)", await measure(
+            report_latencies("quick, TCP path (UDP blocked)", await measure(
                 a, b, args.count, lambda i: a.quick(f"m{i}", to="t2"), QuickMessage
             ))  # fmt: skip
         return 0

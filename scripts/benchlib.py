@@ -71,3 +71,12 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
+
+
+def report_latencies(label: str, milliseconds: list[float], what: str = "messages") -> None:
+    """One line: p50, p99 and max of a list of latencies in milliseconds."""
+    ordered = sorted(milliseconds)
+    print(
+        f"{label:<36} p50 {percentile(ordered, 0.5):7.3f} ms   p99 {percentile(ordered, 0.99):7.3f} ms   "
+        f"max {ordered[-1]:7.3f} ms   ({len(ordered)} {what})"
+    )

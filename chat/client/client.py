@@ -412,17 +412,7 @@ class Client:
         self._emit(message)
 
     def _received_by_udp(self, delivery: dg.QuickDelivery) -> None:
-        self._receive_quick(
-            QuickMessage(
-                qid=delivery.qid,
-                sender=delivery.sender,
-                to=delivery.to,
-                room=delivery.room,
-                text=delivery.text,
-                nudge=delivery.nudge,
-                ts=delivery.ts,
-            )
-        )
+        self._receive_quick(dg.quick_frame(delivery))
 
     def _typing_received(self, notice: dg.TypingNotice) -> None:
         self._typists[(notice.sender, notice.room)] = time.monotonic() + TYPING_SHOWN_SECONDS

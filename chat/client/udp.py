@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from chat.protocol import datagrams as dg
+from chat.timer import DeadlineTimer
 
 logger = logging.getLogger("chat.client.udp")
 
@@ -89,8 +90,8 @@ class UdpLink(asyncio.DatagramProtocol):
         self._pings: dict[int, tuple[float, asyncio.Future[float]]] = {}
         self._bound = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._timer = DeadlineTimer(self._loop, self._tick)
 
     @classmethod
     async def open(cls, host: str, port: int, sid: int, key_hex: str, **callbacks: Any) -> UdpLink:
@@ -235,7 +236,7 @@ class UdpLink(asyncio.DatagramProtocol):
         job.seq = seq
         now = self._loop.time()
         self._pending.add(seq, data, now, job)
-        self._arm(now + dg.RETRANSMIT_AFTER[0])
+        self._timer.arm(now + dg.RETRANSMIT_AFTER[0])
         return True
 
     def send_typing(self, to: str | None, room: str | None) -> bool:
@@ -245,15 +246,7 @@ class UdpLink(asyncio.DatagramProtocol):
         self._send(dg.Kind.TYPING, dg.TypingRequest(to=to, room=room))
         return True
 
-    def _arm(self, deadline: float) -> None:
-        if self._timer is not None and self._timer.when() <= deadline:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(deadline, self._tick)
-
     def _tick(self) -> None:
-        self._timer = None
         resend, expired = self._pending.poll(self._loop.time())
         if self.transport is not None and not self.transport.is_closing():
             for pending in resend:
@@ -262,7 +255,7 @@ class UdpLink(asyncio.DatagramProtocol):
             self._on_expired(pending.context)
         deadline = self._pending.next_deadline()
         if deadline is not None:
-            self._arm(deadline)
+            self._timer.arm(deadline)
 
     async def wait_bound(self) -> None:
         """Return once the server has answered a HELLO (the link is OK)."""
@@ -274,8 +267,7 @@ class UdpLink(asyncio.DatagramProtocol):
 
     def close(self) -> None:
         self.state = UdpState.OFF
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for task in self._tasks:
             task.cancel()
         if self.transport is not None:

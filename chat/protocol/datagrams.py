@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from chat.protocol.messages import Ref
+from chat.protocol.messages import QuickMessage
 
 VERSION = 1
 PREFIX = struct.Struct("!BBQI")
@@ -118,6 +118,19 @@ class QuickDelivery(Body, kw_only=True, rename={"sender": "from"}):
     text: str
     nudge: bool = False
     ts: int
+
+
+def quick_frame(delivery: QuickDelivery) -> QuickMessage:
+    """The TCP `quick` frame of the same quick message (the fallback path carries the same fields)."""
+    return QuickMessage(
+        qid=delivery.qid,
+        sender=delivery.sender,
+        to=delivery.to,
+        room=delivery.room,
+        text=delivery.text,
+        nudge=delivery.nudge,
+        ts=delivery.ts,
+    )
 
 
 class AckBody(Body, kw_only=True):
@@ -274,6 +287,3 @@ class Retransmitter:
 
     def __len__(self) -> int:
         return len(self._pending)
-
-
-__all__ = ["Ref"]

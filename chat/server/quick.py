@@ -352,16 +352,7 @@ class QuickRouter:
 
     def _over_tcp(self, recipient: Session, delivery: dg.QuickDelivery) -> None:
         self.stats["quick_over_tcp"] += 1
-        frame = wire.QuickMessage(
-            qid=delivery.qid,
-            sender=delivery.sender,
-            to=delivery.to,
-            room=delivery.room,
-            text=delivery.text,
-            nudge=delivery.nudge,
-            ts=delivery.ts,
-        )
-        recipient.send(wire.encode(frame))
+        recipient.send(wire.encode(dg.quick_frame(delivery)))
 
     def poll(self, now: float) -> float | None:
         """Retransmit what is due, fall back to TCP for what waited 5 s; return when to poll next."""

@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from chat.server.quick import Address, QuickRouter
+from chat.timer import DeadlineTimer
 
 logger = logging.getLogger("chat.server.udp")
 
@@ -21,9 +22,9 @@ class QuickChannel(asyncio.DatagramProtocol):
         self.router = router
         self.transport: asyncio.DatagramTransport | None = None
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self._loop, self._tick)
         router.send_datagram = self._send
-        router.wake_at = self._wake_at
+        router.wake_at = self._timer.arm
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -41,21 +42,12 @@ class QuickChannel(asyncio.DatagramProtocol):
             self.router.stats["sent"] += 1
             self.transport.sendto(data, address)
 
-    def _wake_at(self, deadline: float) -> None:
-        if self._timer is not None and self._timer.when() <= deadline:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(deadline, self._tick)
-
     def _tick(self) -> None:
-        self._timer = None
         next_deadline = self.router.poll(self._loop.time())
         if next_deadline is not None:
-            self._wake_at(next_deadline)
+            self._timer.arm(next_deadline)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self.transport is not None:
             self.transport.close()
