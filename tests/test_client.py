@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from chat.client import (
     Client,
@@ -28,7 +27,6 @@ from chat.client import (
     connect,
 )
 from chat.client.connection import Connection
-from chat.config import Config, config_with
 from chat.protocol.errors import ChatError
 from chat.protocol.frames import MAX_SERVER_HEADER, PREFIX_SIZE, FrameLimits, parse_prefix
 from chat.protocol.messages import (
@@ -47,51 +45,6 @@ WAIT = 10.0  # the longest any single wait may take before the test fails
 
 ServerFactory = Callable[..., Awaitable[ChatServer]]
 ClientFactory = Callable[..., Awaitable[Client]]
-
-
-def server_config(**sections: dict[str, Any]) -> Config:
-    """A server on an ephemeral port with an in-memory database and rate limits out of the way."""
-    merged: dict[str, dict[str, Any]] = {
-        "server": {"host": "127.0.0.1", "port": 0, "udp_port": 0},
-        "history": {"database": ":memory:"},
-        "limits": {"messages_per_second": 100_000, "burst": 100_000},
-    }
-    for name, values in sections.items():
-        merged.setdefault(name, {}).update(values)
-    return config_with(Config(), **merged)
-
-
-@pytest_asyncio.fixture
-async def chat_server() -> AsyncIterator[ServerFactory]:
-    """Start servers with `await chat_server(history={"replay": 5})`; all are closed at the end."""
-    servers: list[ChatServer] = []
-
-    async def start(**sections: dict[str, Any]) -> ChatServer:
-        server = ChatServer(server_config(**sections))
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in reversed(servers):
-        await server.close()
-
-
-@pytest_asyncio.fixture
-async def chat_client() -> AsyncIterator[ClientFactory]:
-    """Connect clients with `await chat_client(server, "alice", **connect_kwargs)`; all are closed at the end."""
-    clients: list[Client] = []
-
-    async def open_client(server: ChatServer, nick: str, **kwargs: Any) -> Client:
-        kwargs.setdefault("backoff_initial", 0.05)
-        kwargs.setdefault("backoff_max", 0.5)
-        client = await connect(server.host, server.port, nick=nick, **kwargs)
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in reversed(clients):
-        await client.close()
 
 
 class ReconnectGate:

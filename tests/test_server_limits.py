@@ -4,32 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from conftest import ConnectFactory, ServerFactory
 from rawwire import RawConnection, frame
-from serverprocess import ServerProcess
 
 pytestmark = pytest.mark.asyncio
 
 
-@pytest_asyncio.fixture
-async def server_process(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    config = f'[history]\ndatabase = "{tmp_path / "chat.db"}"\n[limits]\nmessages_per_second = 10000\nburst = 10000\n'
-    proc = await ServerProcess.start(tmp_path, config)
-    yield proc
-    await proc.stop()
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
 
 
-async def test_declared_4gib_payload_leaves_server_memory_flat(server_process: ServerProcess) -> None:
+async def test_declared_4gib_payload_leaves_server_memory_flat(chat_server_process) -> None:
+    server_process = await chat_server_process()
+    assert server_process.pid is not None
     # warm up: a few normal connections so allocator pools exist before the baseline
     warm = [await RawConnection.open("127.0.0.1", server_process.port) for _ in range(5)]
     for index, conn in enumerate(warm):
         await conn.login(f"warm{index}")
-    baseline = server_process.rss_bytes()
+    baseline = rss_bytes(server_process.pid)
     attackers = 50
     junk = b"\0" * 65536
     for _ in range(attackers):
@@ -43,7 +40,7 @@ async def test_declared_4gib_payload_leaves_server_memory_flat(server_process: S
         await conn.error("frame_too_large")
         await conn.wait_closed()
         await conn.close()
-    grown = server_process.rss_bytes() - baseline
+    grown = rss_bytes(server_process.pid) - baseline
     assert grown < 8 * 2**20, f"server memory grew by {grown / 2**20:.1f} MiB after {attackers} oversize frames"
     for conn in warm:  # everyone else is still served
         await conn.request({"type": "ping", "t": 1}, "pong")
