@@ -12,13 +12,11 @@ import os
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
-import pytest_asyncio
-from serverprocess import ServerProcess
 
 from chat.client import Client, Message, connect
 
@@ -49,15 +47,6 @@ def wait_for_text(child: pexpect.spawn, text: str, timeout: float = WAIT) -> Non
     raise AssertionError(f"{text!r} never appeared on the screen; last output: {child.before[-2000:]!r}")
 
 
-@pytest_asyncio.fixture
-async def server_process(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    workdir = tmp_path / "server"
-    workdir.mkdir()
-    server = await ServerProcess.start(workdir, '[history]\ndatabase = "chat.db"\n')
-    yield server
-    await server.stop()
-
-
 async def next_message(client: Client, text: str) -> Message:
     async with asyncio.timeout(WAIT):
         while True:
@@ -66,7 +55,8 @@ async def next_message(client: Client, text: str) -> Message:
                 return event
 
 
-async def test_chat_client_in_a_real_terminal(server_process: ServerProcess, tmp_path: Path) -> None:
+async def test_chat_client_in_a_real_terminal(chat_server_process: Any, tmp_path: Path) -> None:
+    server_process = await chat_server_process()
     home, cwd = tmp_path / "home", tmp_path / "cwd"
     home.mkdir()
     cwd.mkdir()
