@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat.protocol.messages import Message
+from chat.protocol.messages import FileInfo, Message
 from chat.tui.model import (
     ChatModel,
     Delivery,
@@ -283,3 +283,36 @@ def test_quick_messages_are_lines_without_ids_with_their_own_delivery() -> None:
     added = m.add_quick(QuickMessage(qid=1, sender="bob", to="alice", text="nudge", nudge=True, ts=0))
     assert added is not None and added.bell and added.conversation is bob and bob.unread == 1
     assert m.add_quick(QuickMessage(qid=2, sender="bob", room="elsewhere", text="x", ts=0)) is None
+
+
+def file_message(id: int, name: str, fid: str, sender: str = "bob", size: int = 10) -> Message:
+    info = FileInfo(fid=fid, name=name, size=size, sha256="0" * 64)
+    return Message(id=id, room="lobby", sender=sender, text=name, ts=int(NOW * 1000) + id, file=info)
+
+
+def test_a_file_message_is_a_file_line_and_its_file_is_remembered_most_recent_first() -> None:
+    m = model()
+    m.open_room("lobby")
+    added = m.add_message(file_message(7, "alice.txt", "aa" * 16))
+    assert added is not None
+    line = added.line
+    assert (line.kind, line.text, line.mention) == (LineKind.FILE, "alice.txt", False)
+    assert line.file == m.files["aa" * 16].info
+    assert not added.bell, "a file named after you is not a mention"
+    lobby = m.find(Kind.ROOM, "lobby")
+    assert lobby is not None
+    m.add_history(lobby, [file_message(3, "old.bin", "ab" * 16)], older=True)
+    m.add_message(file_message(9, "new.bin", "ac" * 16))
+    assert [info.name for info in m.recent_files()] == ["new.bin", "alice.txt", "old.bin"]
+    m.clear(lobby)
+    assert len(m.files) == 3, "/get still knows the files of a cleared pane"
+
+
+def test_files_are_found_by_a_unique_start_of_their_fid() -> None:
+    m = model()
+    m.open_room("lobby")
+    m.add_message(file_message(1, "a", "6c1f" + "0" * 28))
+    m.add_message(file_message(2, "b", "6c2a" + "0" * 28))
+    assert [info.name for info in m.files_matching("6C")] == ["b", "a"]
+    assert [info.name for info in m.files_matching("6c1")] == ["a"]
+    assert m.files_matching("") == [] and m.files_matching("ff") == []

@@ -7,6 +7,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chat.protocol.messages import FileInfo
 from chat.tui.model import Delivery, Line, LineKind
 from chat.tui.render import (
     NICK_WIDTH,
@@ -159,3 +160,20 @@ def test_actions_and_presence_have_their_own_nick_column() -> None:
 def test_nick_colours_are_stable_and_case_blind() -> None:
     assert nick_class("Bob") == nick_class("bob")
     assert len({nick_class(f"user{index}") for index in range(40)}) >= 8
+
+
+def test_a_file_message_shows_its_name_size_and_how_to_get_it() -> None:
+    info = FileInfo(fid="6c1f0d5e" + "0" * 24, name="report.pdf", size=1258291, sha256="0" * 64)
+    line = Line(LineKind.FILE, info.name, TS, sender="bob", id=1, file=info)
+    [row] = render_line(line, 80, "alice", local=time.gmtime)
+    assert text_of(row).endswith("bob │ 📎 report.pdf (1.2 MiB) — /get 6c1f0d5e")
+    assert row_width(row) <= 80
+
+
+def test_a_hostile_file_name_and_fid_from_the_network_are_shown_not_obeyed() -> None:
+    info = FileInfo(fid="\x1b]52;c;x\x07", name="a\x1b[2J\u202egnp.exe\x9b", size=-5, sha256="")
+    line = Line(LineKind.FILE, info.name, TS, sender="evil\x1b", id=1, file=info)
+    shown = "".join(text_of(row) for row in render_line(line, 120, "alice", local=time.gmtime))
+    assert "a^[[2J<U+202E>gnp.exe\\x9b (0 B) — /get ^[]52;c;" in shown
+    assert "evil^[" in shown
+    assert not any(char in shown for char in "\x1b\x07\u202e\x9b")

@@ -7,12 +7,16 @@ for the network; their answers and errors arrive in the conversation as notices.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from chat.client import ServerError
+from chat.protocol.messages import FileInfo
 from chat.protocol.names import fold, name_problem, nfc
 from chat.tui.commands import Command, usage
 from chat.tui.model import ACTION_PREFIX, Conversation, Kind, LineKind
+from chat.tui.paths import default_download_dir, expand, sendable
+from chat.tui.render import short_fid
 
 if TYPE_CHECKING:
     from chat.tui.controller import Controller
@@ -22,9 +26,12 @@ logger = logging.getLogger("chat.tui")
 HISTORY_PAGE = 50
 HISTORY_LIMIT = 100  # PROTOCOL.md 2.5: history_limit
 NUDGE_TEXT = "nudge"
+FULL_FID = re.compile(r"[0-9a-f]{32}")  # PROTOCOL.md 5.1: a fid is 32 hex digits chosen by the server
+MAX_AMBIGUOUS_SHOWN = 5
 HELP_KEYS = (
     "Enter send · Alt-Enter or Ctrl-J new line · Tab complete · Up/Down input history",
     "PageUp/PageDown or the mouse wheel scroll · Ctrl-N/Ctrl-P or Alt-1..9 switch conversation",
+    "Ctrl-C clears the input line; on an empty line it cancels the newest /send or /get",
     "Ctrl-D on an empty line or /quit leave · a line starting with // sends a text starting with /",
 )
 
@@ -205,6 +212,67 @@ class CommandActions:
         nick, _ = command.split()
         if not self._name_problem(nick, "nick", "nudge"):
             self.controller.send_quick(nick, NUDGE_TEXT, nudge=True)
+
+    def _send(self, conversation: Conversation, command: Command) -> None:
+        words = command.words()
+        if not 1 <= len(words) <= 2 or not words[0]:
+            self._usage("send")
+            return
+        path = expand(words[0])
+        room: str | None = None
+        to: str | None = None
+        if len(words) == 2:
+            if self._name_problem(words[1], "nick", "send"):
+                return
+            to = words[1]
+        elif conversation.kind is Kind.ROOM:
+            room = conversation.name
+        elif conversation.kind is Kind.PRIVATE:
+            to = conversation.name
+        else:
+            self.model.notice("this is not a room: /send PATH NICK, or /join a room first", kind=LineKind.ERROR)
+            return
+        size = sendable(path)
+        if isinstance(size, str):
+            self.model.notice(f"cannot send {path}: {size}", kind=LineKind.ERROR)
+            return
+        if to is not None:
+            conversation = self.model.open_private(to)
+            self.ui.show(conversation)
+        self.controller.files.send(path, size, conversation, room=room, to=to)
+
+    def _get(self, conversation: Conversation, command: Command) -> None:
+        words = command.words()
+        if not 1 <= len(words) <= 2 or not words[0]:
+            self._usage("get")
+            return
+        file = self._file_named(words[0])
+        if file is None:
+            return
+        dest = expand(words[1]) if len(words) == 2 else default_download_dir()
+        if not dest.is_dir() and not dest.parent.is_dir():
+            self.model.notice(f"cannot save to {dest}: no such folder", kind=LineKind.ERROR)
+            return
+        self.controller.files.get(file, dest, conversation)
+
+    def _file_named(self, typed: str) -> FileInfo | str | None:
+        """The seen file whose fid starts with `typed`, or a full fid not seen here; None (and why) if neither."""
+        matches = self.model.files_matching(typed)
+        if len(matches) == 1:
+            return matches[0]
+        exact = [info for info in matches if info.fid == typed.lower()]
+        if exact:
+            return exact[0]
+        if matches:
+            shown = ", ".join(f"{short_fid(info.fid)} {info.name}" for info in matches[:MAX_AMBIGUOUS_SHOWN])
+            self.model.notice(f"{typed} could be any of: {shown}; type more of its id", kind=LineKind.ERROR)
+            return None
+        if FULL_FID.fullmatch(typed.lower()):
+            return typed.lower()
+        self.model.notice(
+            f"no file {typed} in the conversations here; Tab after /get lists the files seen", kind=LineKind.ERROR
+        )
+        return None
 
     def _history(self, conversation: Conversation, command: Command) -> None:
         count, _ = command.split()

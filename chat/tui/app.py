@@ -97,8 +97,8 @@ class ChatApp:
     def refresh(self) -> None:
         self.application.invalidate()
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        self.application.create_background_task(coroutine)
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self.application.create_background_task(coroutine)
 
     def bell(self) -> None:
         self.application.output.bell()
@@ -123,10 +123,13 @@ class ChatApp:
 
     # --- running -------------------------------------------------------------------------------------------------
 
+    def _start_connection(self) -> None:
+        self.controller.spawn(self.controller.run())
+
     async def run(self) -> int:
         """Run until /quit (0). The connection runs as a background task of the application."""
         result = await self.application.run_async(
-            pre_run=lambda: self.controller.spawn(self.controller.run()),
+            pre_run=self._start_connection,
             set_exception_handler=False,
             handle_sigint=False,
         )

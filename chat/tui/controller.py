@@ -9,7 +9,8 @@ The controller owns the connection's life as the user sees it:
 
 and translates: a line typed into the input becomes a pending line in the model and a `say` with the line's `cid`,
 whose acknowledgement marks the line; each event of the client becomes a change of the model; a slash command goes
-to `chat.tui.actions`. It also keeps the state file current (`chat.tui.state`). It reaches the
+to `chat.tui.actions`; a running /send or /get belongs to `chat.tui.files`. It also keeps the state file current
+(`chat.tui.state`). It reaches the
 terminal only through `UserInterface` (redraw, background tasks, the bell, exit), so it knows nothing of
 prompt_toolkit. Every background task it starts is guarded: an exception is logged and shown as a notice, never
 raised into the event loop, so nothing the server does can crash the app.
@@ -44,6 +45,7 @@ from chat.protocol.messages import QuickMessage
 from chat.protocol.names import fold
 from chat.tui.actions import HISTORY_PAGE, CommandActions
 from chat.tui.commands import CommandTable, Text, UnknownCommand, parse
+from chat.tui.files import FileTransfers
 from chat.tui.model import ACTION_PREFIX, ChatModel, Conversation, Delivery, Kind, LineKind, LinkState
 from chat.tui.state import SessionState, StateStore, UnsentSay
 
@@ -63,8 +65,9 @@ class UserInterface(Protocol):
     def refresh(self) -> None:
         """Redraw soon."""
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a background task that ends with the application."""
+        ...
 
     def bell(self) -> None:
         """Ring the terminal bell."""
@@ -110,6 +113,7 @@ class Controller:
         self.ui = ui
         self.table = table
         self.actions = CommandActions(self)
+        self.files = FileTransfers(self)
         self.clock = clock
         self.nick = settings.nick  # the nick to log in with; /nick changes it while logged out
         self.client: Client | None = None
@@ -126,9 +130,9 @@ class Controller:
 
     # --- background tasks ----------------------------------------------------------------------------------------
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Start a guarded background task."""
-        self.ui.spawn(self._guarded(coroutine))
+        return self.ui.spawn(self._guarded(coroutine))
 
     async def _guarded(self, coroutine: Coroutine[Any, Any, None]) -> None:
         try:

@@ -4,6 +4,11 @@ Emacs editing keys (Ctrl-A, Ctrl-E, Ctrl-K, Ctrl-W, Alt-B, Alt-F, ...) come from
 bindings take precedence over them. Enter sends (most terminals send the same byte for Enter and Shift-Enter, so a
 new line is Alt-Enter or Ctrl-J); a paste arrives as one bracketed paste and is sent as one message, after a
 question when it has many lines.
+
+Ctrl-C does the least it can: with text in the input line it clears the line (as it always did), so a reflex Ctrl-C
+while typing never stops a transfer; on an empty line it cancels the newest running /send or /get (it can be resumed:
+see `chat.tui.files`); on an empty line with no transfer it says how to leave. It never quits: the app runs in raw
+mode, so Ctrl-C is a key here, not SIGINT (Ctrl-D on an empty line and /quit leave).
 """
 
 from __future__ import annotations
@@ -70,9 +75,12 @@ def create_key_bindings(view: ChatView) -> KeyBindings:
 
     @bindings.add("tab")
     def _complete(event: KeyPressEvent) -> None:
-        if buffer.complete_state is not None:
+        state = buffer.complete_state
+        if state is not None and len(state.completions) > 1:
             buffer.complete_next()
         else:
+            # A single candidate is taken as it is, and Tab goes on from there: into a folder just completed.
+            buffer.complete_state = None
             buffer.start_completion(select_first=True)
 
     @bindings.add("s-tab")
@@ -133,10 +141,10 @@ def create_key_bindings(view: ChatView) -> KeyBindings:
             view.controller.request_quit()
 
     @bindings.add("c-c")
-    def _clear(event: KeyPressEvent) -> None:
+    def _clear_or_cancel(event: KeyPressEvent) -> None:
         if buffer.text:
             replace_input("")
-        else:
+        elif view.controller.files.cancel_latest() is None:
             model.notice("Ctrl-D on an empty line, or /quit, leaves")
 
     @bindings.add("c-l")

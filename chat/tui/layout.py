@@ -7,6 +7,7 @@
     |                                            |---------------|
     |                                            | members       |
     +--------------------------------------------+---------------+
+    | transfers (while any run): send report.pdf  42% [====>   ] |
     | status bar: server | nick | room | connection | UDP        |
     | [lobby] input line                                         |
     +------------------------------------------------------------+
@@ -28,6 +29,7 @@ from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import AnyFormattedText, StyleAndTextTuples
 from prompt_toolkit.layout import (
     ConditionalContainer,
+    Container,
     Dimension,
     Float,
     FloatContainer,
@@ -51,16 +53,23 @@ from chat.tui.render import (
     day_label,
     day_of,
     fit,
+    human_duration,
+    human_rate,
+    human_size,
     nick_class,
     render_line,
     rule,
     visible,
 )
+from chat.tui.transfers import Direction, Transfer, summary
 
 SIDEBAR_WIDTH = 22
 SIDEBAR_MIN_COLUMNS = 64  # narrower terminals get the message pane alone
 MOUSE_WHEEL_ROWS = 3
 ROW_CACHE_SIZE = 20_000
+MAX_TRANSFER_ROWS = 3  # more transfers than this: the newest ones, then one summary row for the rest
+BAR_WIDTH = 20
+BAR_MIN_COLUMNS = 64  # narrower terminals get no progress bar, only the figures
 
 STYLE: dict[str, str] = {
     "time": "ansibrightblack",
@@ -98,6 +107,13 @@ STYLE: dict[str, str] = {
     "status.down": "reverse ansired",
     "status.question": "reverse ansiyellow bold",
     "prompt": "bold",
+    "file-name": "bold",
+    "file-size": "ansibrightblack",
+    "file-hint": "ansicyan",
+    "transfer": "",
+    "transfer.label": "bold",
+    "transfer.bar": "ansigreen",
+    "transfer.stalled": "ansiyellow",
     **{f"nick.{index}": colour for index, colour in enumerate(
         (
             "ansired", "ansigreen", "ansiyellow", "ansiblue", "ansimagenta", "ansicyan",
@@ -318,12 +334,92 @@ def status_fragments(model: ChatModel, now: float) -> StyleAndTextTuples:
     ]
     if model.udp_status is not None:
         fragments.append(("", f" │ {visible(model.udp_status)}"))
-    fragments.append(("", " │ /help"))
+    fragments.append(("", " │ Ctrl-C: cancel transfer" if model.transfers else " │ /help"))
     return fragments
 
 
 def create_status_bar(model: ChatModel, clock: Callable[[], float]) -> Window:
     return Window(FormattedTextControl(lambda: status_fragments(model, clock())), height=1, style="class:status")
+
+
+# --- transfers -------------------------------------------------------------------------------------------------
+
+
+def transfer_rows(transfers: list[Transfer], now: float, width: int) -> list[Row]:
+    """One row per transfer, newest last: `send name  42% [=====>    ] 1.2 MiB/s 0:07 left`; beyond
+    MAX_TRANSFER_ROWS, the newest ones and a summary row of the others. `now` is the transfers' monotonic clock."""
+    if len(transfers) <= MAX_TRANSFER_ROWS:
+        return [transfer_row(transfer, now, width) for transfer in transfers]
+    shown = transfers[-(MAX_TRANSFER_ROWS - 1) :]
+    others = transfers[: -(MAX_TRANSFER_ROWS - 1)]
+    done, total, rate = summary(others, now)
+    figures = _figures(done / total if total else 0.0, rate, (total - done) / rate if rate else None, width)
+    label = f" {len(others)} more "
+    room = max(0, width - cell_width(label) - _row_width(figures))
+    row: Row = [("class:transfer.label", label), ("", fit(f"of {human_size(total)}", room)), *figures]
+    return [row, *(transfer_row(transfer, now, width) for transfer in shown)]
+
+
+def transfer_row(transfer: Transfer, now: float, width: int) -> Row:
+    if not transfer.samples:
+        note: str | None = "starting"  # hashing the file, or waiting for the connection
+    elif transfer.size_known and transfer.total and transfer.done >= transfer.total:
+        note = "finishing"  # all bytes moved: the server checks an upload, or the end of a download comes
+    else:
+        note = None
+    figures = _figures(transfer.fraction, transfer.rate(now), transfer.eta(now), width, note)
+    label = " send " if transfer.direction is Direction.UP else " get  "
+    room = max(0, width - cell_width(label) - _row_width(figures))
+    name = visible(transfer.name)  # a download's name is the peer's
+    if transfer.resumed_from and room > cell_width(name) + 10:
+        name += f" (from {human_size(transfer.resumed_from)})"
+    return [("class:transfer.label", label), ("", fit(name, room)), *figures]
+
+
+def _figures(fraction: float | None, rate: float | None, eta: float | None, width: int, note: str | None = None) -> Row:
+    """` 42% [=====>     ] 1.2 MiB/s 0:07 left `, the bar only when there is room for it; `note` in place of the
+    rate and the time left when they mean nothing (before the first bytes, after the last)."""
+    percent = "  ?%" if fraction is None else f"{int(fraction * 100):>3}%"
+    row: Row = [("", f" {percent} ")]
+    if width >= BAR_MIN_COLUMNS:
+        filled = round((fraction or 0.0) * BAR_WIDTH)
+        head = ">" if 0 < filled < BAR_WIDTH else ""
+        bar = "=" * (filled - len(head)) + head
+        row.append(("class:transfer.bar", f"[{bar:<{BAR_WIDTH}}] "))
+    if note is not None:
+        row.append(("", f"{note:>22} "))
+        return row
+    speed = "" if rate is None else human_rate(rate)
+    if rate == 0:
+        left, style = "stalled", "class:transfer.stalled"
+    else:
+        left, style = ("" if eta is None else f"{human_duration(eta)} left"), ""
+    row.append(("", f"{speed:>11} "))
+    row.append((style, f"{left:>10} "))
+    return row
+
+
+def _row_width(row: Row) -> int:
+    return sum(cell_width(fragment[1]) for fragment in row)
+
+
+def create_transfer_area(model: ChatModel, monotonic: Callable[[], float], columns: Callable[[], int]) -> Container:
+    """The transfers' rows above the status bar, shown while any transfer runs."""
+
+    def text() -> StyleAndTextTuples:
+        fragments: StyleAndTextTuples = []
+        for row in transfer_rows(model.transfers, monotonic(), columns()):
+            if fragments:
+                fragments.append(("", "\n"))
+            fragments.extend(row)
+        return fragments
+
+    window = Window(
+        FormattedTextControl(text),
+        height=lambda: Dimension.exact(min(len(model.transfers), MAX_TRANSFER_ROWS)),
+        style="class:transfer",
+    )
+    return ConditionalContainer(window, filter=Condition(lambda: bool(model.transfers)))
 
 
 def create_input_window(buffer: Buffer, model: ChatModel) -> Window:
@@ -368,7 +464,9 @@ def create_layout(
         ]
     )
     root = FloatContainer(
-        HSplit([body, create_status_bar(model, clock), input_window]),
+        HSplit(
+            [body, create_transfer_area(model, time.monotonic, columns), create_status_bar(model, clock), input_window]
+        ),
         floats=[Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8, scroll_offset=1))],
     )
     return Layout(root, focused_element=input_window), input_window

@@ -20,6 +20,9 @@ Invariants, in plain words:
 - `unread` and `mentioned` count live messages from others in conversations other than the current one; switching to
   a conversation clears them. `read_marker` is the highest id the user had seen when they last left the
   conversation (or when the app last ran): the unread marker line goes above the first message after it.
+- A message that announces a file (`message.file`) is a `FILE` line, and its file is remembered in `files` (by fid,
+  kept after its line is cleared or trimmed, at most `MAX_FILES`) so /get can name it by a unique start of its fid
+  and complete it, the most recent (highest message id) first. `transfers` are the /send and /get running now.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from chat.protocol.messages import Message, QuickMessage
+from chat.protocol.messages import FileInfo, Message, QuickMessage
 from chat.protocol.names import fold
+from chat.tui.transfers import Transfer
 
 ACTION_PREFIX = "/me "  # a message whose text starts with this is shown as an action: `* alice waves`
 MAX_LINES = 5000  # scrollback kept per conversation; older lines can be loaded again from the server
 INPUT_HISTORY = 200  # entries of input history kept per conversation
 STATUS_NAME = "status"
+MAX_FILES = 1000  # files remembered for /get and its completion
 
 _line_numbers = itertools.count(1)
 
@@ -61,6 +66,7 @@ class LineKind(StrEnum):
     NICK = "nick"
     AWAY = "away"
     QUICK = "quick"
+    FILE = "file"  # a message announcing a file: `text` is its display name, `file` says what it is
 
 
 class Delivery(StrEnum):
@@ -98,11 +104,21 @@ class Line:
     mention: bool = False
     nudge: bool = False  # a quick message that is a nudge
     via: str | None = None  # how an own quick message was acknowledged: "udp" or "tcp"
+    file: FileInfo | None = None  # FILE lines: the file the message announces
     uid: int = field(default_factory=lambda: next(_line_numbers))
     version: int = 0  # bumped on every change, so a view can cache what it drew
 
     def changed(self) -> None:
         self.version += 1
+
+
+@dataclass(frozen=True, slots=True)
+class SeenFile:
+    """A file announced in a conversation: what /get fetches, with the id of the message that announced it."""
+
+    info: FileInfo
+    message_id: int
+    sender: str
 
 
 @dataclass(slots=True)
@@ -252,6 +268,8 @@ class ChatModel:
         self.confirm: str | None = None  # a question the input line waits for (Enter: yes, Esc: no)
         self.known_rooms: dict[str, str] = {}  # folded -> spelling, for completion (from /list and joins)
         self.private_read_marker: int | None = None  # highest private id seen in the last run: the unread marker
+        self.files: dict[str, SeenFile] = {}  # fid -> the file, from every message with a file shown so far
+        self.transfers: list[Transfer] = []  # running /send and /get, oldest first
         self.version = 0
 
     # --- conversations -------------------------------------------------------------------------------------------
@@ -338,6 +356,7 @@ class ChatModel:
         conversation = self.conversation_for(message)
         if conversation is None:
             return None
+        self._note_file(message)
         if message.room is not None and conversation.name != message.room:
             conversation.name = message.room  # the server's spelling
         elif message.room is None and not self.is_own(message.sender) and conversation.name != message.sender:
@@ -383,6 +402,7 @@ class ChatModel:
                 continue
             if message.room is not None and conversation.kind is not Kind.ROOM:
                 continue
+            self._note_file(message)
             line = self._line_of(message, self.is_own(message.sender))
             self._note_id(conversation, message.id)
             self._insert(conversation, line, history=True)
@@ -491,9 +511,13 @@ class ChatModel:
         self._changed()
 
     def _line_of(self, message: Message, own: bool) -> Line:
+        ts = message.ts / 1000
+        if message.file is not None:  # a file's name is no mention, and never an action
+            return Line(
+                LineKind.FILE, message.file.name, ts, sender=message.sender, id=message.id, own=own, file=message.file
+            )
         kind, shown = _kind_of(message.text)
         mention = not own and bool(find_mentions(message.text, self.nick))
-        ts = message.ts / 1000
         return Line(kind, shown, ts, sender=message.sender, id=message.id, cid=message.cid, own=own, mention=mention)
 
     def _note_id(self, conversation: Conversation, message_id: int) -> None:
@@ -621,6 +645,40 @@ class ChatModel:
 
     def _changed(self) -> None:
         self.version += 1
+
+    # --- files and transfers -------------------------------------------------------------------------------------
+
+    def _note_file(self, message: Message) -> None:
+        if message.file is None:
+            return
+        known = self.files.get(message.file.fid)
+        if known is None or known.message_id < message.id:
+            self.files[message.file.fid] = SeenFile(message.file, message.id, message.sender)
+        if len(self.files) > MAX_FILES:
+            oldest = min(self.files.values(), key=lambda seen: seen.message_id)
+            del self.files[oldest.info.fid]
+
+    def recent_files(self) -> list[FileInfo]:
+        """The files seen in the conversations, the most recently announced first (for /get's completion)."""
+        ordered = sorted(self.files.values(), key=lambda seen: seen.message_id, reverse=True)
+        return [seen.info for seen in ordered]
+
+    def files_matching(self, start: str) -> list[FileInfo]:
+        """The seen files whose fid starts with `start` (ignoring case), most recent first: /get takes a unique
+        start of a fid, as the file messages show only its first characters."""
+        key = start.strip().lower()
+        if not key:
+            return []
+        return [info for info in self.recent_files() if info.fid.lower().startswith(key)]
+
+    def add_transfer(self, transfer: Transfer) -> None:
+        self.transfers.append(transfer)
+        self._changed()
+
+    def remove_transfer(self, transfer: Transfer) -> None:
+        if transfer in self.transfers:
+            self.transfers.remove(transfer)
+            self._changed()
 
     # --- what completion and the state file read -----------------------------------------------------------------
 

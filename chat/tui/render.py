@@ -34,6 +34,9 @@ MIN_TEXT_WIDTH = 8
 TAB = "    "
 TRUNCATED = "+"  # marks a nick cut to fit its column (ASCII: an ellipsis is ambiguous-width in CJK terminals)
 NICK_COLOURS = 12  # style classes nick.0 .. nick.11
+FID_SHOWN = 8  # hex digits of a fid a file message shows: /get takes any unique start of a fid
+FILE_ICON = "📎"
+_UNITS = ("KiB", "MiB", "GiB", "TiB")
 
 # Format characters that carry meaning in ordinary text and cannot reorder or hide anything: zero width joiner and
 # non-joiner (emoji sequences, Indic and Persian scripts). Every other Cf character is shown as <U+XXXX>.
@@ -222,7 +225,7 @@ def render_line(line: Line, width: int, nick: str, *, local: LocalTime = time.lo
 
 
 def _nick_column(line: Line) -> Row:
-    if line.kind in (LineKind.MESSAGE, LineKind.QUICK):
+    if line.kind in (LineKind.MESSAGE, LineKind.QUICK, LineKind.FILE):
         if line.own:
             style = "class:own-nick"
         elif line.mention:
@@ -248,6 +251,8 @@ def _body(line: Line, nick: str) -> StyleAndTextTuples:
     elif line.kind is LineKind.QUICK:
         body.append(("class:quick-tag", "[nudge]" if line.nudge else "[quick]"))
         body.append(("", " "))
+    elif line.kind is LineKind.FILE and line.file is not None:
+        return _file_body(line)
     text = safe_fragments(line.text, style, newlines=True)
     if line.mention:
         text = _highlight(text, nick)
@@ -260,6 +265,50 @@ def _body(line: Line, nick: str) -> StyleAndTextTuples:
         verb = "not delivered" if line.kind is LineKind.QUICK else "not sent"
         body.append(("class:failed", f" ✗ {verb}: {visible(line.reason or 'refused')}"))
     return body
+
+
+def _file_body(line: Line) -> StyleAndTextTuples:
+    """`📎 name (1.2 MiB) — /get 6c1f0d5e`: the name and the fid came from the network, so both are made safe."""
+    assert line.file is not None
+    return [
+        ("class:file-icon", f"{FILE_ICON} "),
+        *safe_fragments(line.file.name, "class:file-name"),
+        ("class:file-size", f" ({human_size(line.file.size)})"),
+        ("class:file-hint", " — /get "),
+        *safe_fragments(short_fid(line.file.fid), "class:file-hint"),
+    ]
+
+
+def short_fid(fid: str) -> str:
+    """The start of a fid that file messages show (the server's fids are 32 hex digits)."""
+    return fid[:FID_SHOWN]
+
+
+def human_size(size: float) -> str:
+    """Bytes for people: `512 B`, `1.2 KiB`, `3.4 MiB`, `1.0 GiB` (powers of 1024, as the limits are)."""
+    if size < 1024:
+        return f"{max(0, int(size))} B"
+    value = float(size)
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def human_rate(rate: float) -> str:
+    """Bytes per second for people: `850.0 KiB/s`, `12.3 MiB/s`."""
+    if rate < 1024:
+        return f"{rate / 1024:.1f} KiB/s"
+    return f"{human_size(rate)}/s"
+
+
+def human_duration(seconds: float) -> str:
+    """`0:07`, `12:34`, `1:02:03`: minutes and seconds, hours when there are any."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _highlight(fragments: StyleAndTextTuples, nick: str) -> StyleAndTextTuples:
