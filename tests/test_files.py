@@ -251,3 +251,30 @@ async def test_client_transfers_resume_after_cuts(chat_server, chat_client, tmp_
 
     path = await asyncio.wait_for(bob.get_file(announced.file, tmp_path / "copy.bin", progress=cut_download), 30)
     assert cut["down"] and path.read_bytes() == source.read_bytes()
+
+
+async def test_file_cancel_stops_a_download_and_sets_an_upload_aside(
+    make_server: ServerFactory, connect: ConnectFactory
+) -> None:
+    server = await make_server(files={"bytes_per_second": 4 * 2**20})  # the download of 8 MiB takes about 2 s
+    alice = await connect("alice", to=server)
+    await alice.join("lobby")
+    data = os.urandom(8 * 2**20)
+    ready = await offer(alice, data, room="lobby")
+    await send_chunks(alice, ready["fid"], data)
+    await alice.request({"type": "file_done", "fid": ready["fid"]}, "file_stored", timeout=30)
+    await alice.send({"type": "file_get", "fid": ready["fid"], "ref": "slow"})
+    cancelled = await alice.request({"type": "file_cancel", "fid": ready["fid"]}, "file_cancelled")
+    assert cancelled["fid"] == ready["fid"]
+    got_before = len(alice.payloads)
+    assert got_before * CHUNK < len(data), "the download was still running when it was cancelled"
+    await alice.request({"type": "ping", "t": 1}, "pong")
+    assert not [h for h in alice.inbox if h.get("ref") == "slow"], "no file_end after a cancel"
+    assert not server.service.files._downloads.get(next(iter(server.connections)), {})
+    # an upload set aside is resumed by the next offer of the same file
+    other = os.urandom(3 * CHUNK)
+    first = await offer(alice, other, room="lobby")
+    await send_chunks(alice, first["fid"], other, end=CHUNK)
+    await alice.request({"type": "file_cancel", "fid": first["fid"]}, "file_cancelled")
+    again = await offer(alice, other, room="lobby")
+    assert (again["fid"], again["offset"]) == (first["fid"], CHUNK)

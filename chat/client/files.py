@@ -11,6 +11,7 @@ download never overwrites an existing file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -23,6 +24,7 @@ from chat.client.errors import ConnectionLost, ServerError
 from chat.protocol.errors import ErrorCode
 from chat.protocol.messages import (
     MAX_CHUNK,
+    FileCancel,
     FileChunk,
     FileData,
     FileDone,
@@ -150,6 +152,7 @@ class FileTransfers:
         display = name or source.name
         chunk_ref = f"upload-{sha256[:16]}-{id(source)}"
         offset_retries = 0
+        fid: str | None = None
         while True:
             connection = await self.client._wait_ready()
             try:
@@ -158,6 +161,7 @@ class FileTransfers:
                 )
                 if not isinstance(ready, FileReady):
                     raise ServerError(ErrorCode.BAD_REQUEST, f"unexpected {ready.type} to file_offer")
+                fid = ready.fid
                 self.announced[ready.fid] = None
                 self.upload_errors[chunk_ref] = None
                 await self._send_chunks(connection, source, ready.fid, ready.offset, size, chunk_ref, progress)
@@ -172,6 +176,10 @@ class FileTransfers:
                 if self.client._closed is not None:
                     raise self.client._closed from None
                 continue  # the next offer resumes where the server got to
+            except asyncio.CancelledError:
+                if fid is not None:
+                    self._cancel_remote(fid)  # the server keeps the partial upload for a later resume
+                raise
             except ServerError as exc:
                 if exc.code == ErrorCode.FILE_OFFSET and offset_retries < 3:
                     offset_retries += 1
@@ -220,6 +228,9 @@ class FileTransfers:
                     if self.client._closed is not None:
                         raise self.client._closed from None
                     continue  # ask again from what we hold
+                except asyncio.CancelledError:
+                    self._cancel_remote(fid)  # stop the stream; the .part stays for a later resume
+                    raise
                 if not isinstance(end, FileEnd):
                     raise ServerError(ErrorCode.BAD_REQUEST, f"unexpected {end.type} to file_get")
                 handle.close()
@@ -230,6 +241,13 @@ class FileTransfers:
         finally:
             handle.close()
             self.downloads.pop(fid, None)
+
+    def _cancel_remote(self, fid: str) -> None:
+        """Tell the server to stop streaming `fid` to us, or to set our upload of it aside (best effort)."""
+        connection = self.client._connection
+        if connection is not None and not connection.closed:
+            with contextlib.suppress(ConnectionLost):
+                connection.send(FileCancel(fid=fid, ref=self.client._next_ref()))
 
 
 def _prepare_download(dest: Path, name: str) -> tuple[Path, Path, int, Any]:

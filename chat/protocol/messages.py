@@ -163,7 +163,12 @@ class FileGet(Request, tag="file_get", kw_only=True):
     offset: Offset = 0
 
 
-FILE_REQUESTS = (FileChunk,)  # the requests that carry a payload
+class FileCancel(Request, tag="file_cancel", kw_only=True):
+    """Stop this connection's download of `fid`, or set its upload aside (kept for a resume)."""
+
+    type: ClassVar[str] = "file_cancel"
+    fid: FileId
+
 
 ClientRequest = (
     Login
@@ -183,6 +188,7 @@ ClientRequest = (
     | FileChunk
     | FileDone
     | FileGet
+    | FileCancel
 )
 REQUEST_TYPES = frozenset(cls.type for cls in ClientRequest.__args__)
 _json_decoder = msgspec.json.Decoder()
@@ -438,6 +444,14 @@ class FileData(ServerFrame, tag="file_chunk", kw_only=True):
     data: bytes = b""
 
 
+class FileCancelled(ServerFrame, tag="file_cancelled", kw_only=True):
+    """The answer to `file_cancel` (also when nothing of that fid was running)."""
+
+    type: ClassVar[str] = "file_cancelled"
+    fid: str
+    ref: Ref | None = None
+
+
 class FileEnd(ServerFrame, tag="file_end", kw_only=True):
     """The end of a download: every chunk was sent; `sha256` covers the whole file."""
 
@@ -477,6 +491,7 @@ ServerMessage = (
     | FileStored
     | FileData
     | FileEnd
+    | FileCancelled
 )
 SERVER_TYPES = frozenset(cls.type for cls in ServerMessage.__args__)
 _server_decoder = msgspec.json.Decoder(ServerMessage)

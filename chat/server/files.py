@@ -68,7 +68,7 @@ class FileService:
         self.directory = Path(self.config.directory)
         self.partial = self.directory / ".partial"
         self.uploads: dict[str, Upload] = {}
-        self._downloads: dict[Session, set[asyncio.Task[None]]] = {}
+        self._downloads: dict[Session, dict[asyncio.Task[None], str]] = {}  # running streams and their fids
         self._budgets: dict[Session, ByteBudget] = {}
 
     def start(self) -> None:
@@ -196,10 +196,26 @@ class FileService:
             raise ProtocolViolation(ErrorCode.NO_SUCH_FILE, f"no file {request.fid!r}")
         if request.offset > record.size:
             raise ProtocolViolation(ErrorCode.FILE_OFFSET, f"offset {request.offset} is beyond the {record.size} bytes")
+        self._stop_streams(session, record.fid)  # a new file_get of the same file replaces the older one
         task = asyncio.create_task(self._stream(session, record, request.offset, request.ref))
-        tasks = self._downloads.setdefault(session, set())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks = self._downloads.setdefault(session, {})
+        tasks[task] = record.fid
+        task.add_done_callback(lambda done: tasks.pop(done, None))
+
+    def cancel(self, session: Session, request: wire.FileCancel) -> None:
+        """`file_cancel`: stop this connection's download of the file, or set its upload aside for a resume."""
+        self._stop_streams(session, request.fid)
+        upload = self.uploads.get(request.fid)
+        if upload is not None and upload.session is session:
+            self._close(upload)
+            upload.session = None
+            upload.detached_at = self.service.clock()
+        session.send(wire.encode(wire.FileCancelled(fid=request.fid, ref=request.ref)))
+
+    def _stop_streams(self, session: Session, fid: str) -> None:
+        for task, streaming in list(self._downloads.get(session, {}).items()):
+            if streaming == fid:
+                task.cancel()
 
     async def _stream(self, session: Session, record: FileRecord, offset: int, ref: str | int | None) -> None:
         loop = asyncio.get_running_loop()
@@ -243,7 +259,7 @@ class FileService:
                 self._close(upload)
                 upload.session = None
                 upload.detached_at = now
-        for task in self._downloads.pop(session, set()):
+        for task in self._downloads.pop(session, {}):
             task.cancel()
         self._budgets.pop(session, None)
 

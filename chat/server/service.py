@@ -122,6 +122,7 @@ class ChatService:
             wire.FileOffer: self.files.offer,
             wire.FileDone: self.files.done,
             wire.FileGet: self.files.get,
+            wire.FileCancel: self.files.cancel,
         }
 
     # --- connection lifecycle ----------------------------------------------------------------------------------
