@@ -20,6 +20,8 @@ from chat.protocol.messages import (
     AwayChanged,
     ChangeNick,
     Error,
+    FileCancel,
+    FileCancelled,
     FileChunk,
     FileData,
     FileDone,
@@ -136,6 +138,7 @@ REQUEST_STRATEGIES: dict[type[Request], st.SearchStrategy[Request]] = {
     FileChunk: st.builds(FileChunk, ref=refs, fid=st.text(min_size=1, max_size=64), offset=st.integers(0, INT64_MAX)),
     FileDone: st.builds(FileDone, ref=refs, fid=st.text(min_size=1, max_size=64)),
     FileGet: st.builds(FileGet, ref=refs, fid=st.text(min_size=1, max_size=64), offset=st.integers(0, INT64_MAX)),
+    FileCancel: st.builds(FileCancel, ref=refs, fid=st.text(min_size=1, max_size=64)),
 }
 requests = st.one_of(*REQUEST_STRATEGIES.values())
 
@@ -215,6 +218,7 @@ SERVER_FRAME_STRATEGIES: dict[type[ServerFrame], st.SearchStrategy[ServerFrame]]
     FileStored: st.builds(FileStored, fid=texts, id=message_ids, ref=refs),
     FileData: st.builds(FileData, fid=texts, offset=st.integers(0, INT64_MAX)),
     FileEnd: st.builds(FileEnd, fid=texts, sha256=texts, size=st.integers(0, INT64_MAX), ref=refs),
+    FileCancelled: st.builds(FileCancelled, fid=texts, ref=refs),
 }
 server_frames = st.one_of(*SERVER_FRAME_STRATEGIES.values())
 
