@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chat import __version__
-from chat.config import Config, ConfigError, load_config
+from chat.config import Config, ConfigError, config_file, load_config
 
 logger = logging.getLogger("chat.server")
 
@@ -32,9 +32,7 @@ def _server_arguments() -> argparse.ArgumentParser:
 
 def server_config(args: argparse.Namespace) -> Config:
     """Defaults < config file < CHAT_* environment < flags."""
-    path = args.config
-    if path is None and Path("config.toml").is_file():
-        path = Path("config.toml")
+    path = config_file(args.config)
     flags: dict[str, dict[str, Any]] = {"server": {}, "history": {}}
     for key, value in (("host", args.host), ("port", args.port), ("udp_port", args.udp_port), ("secret", args.secret)):
         if value is not None:

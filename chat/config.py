@@ -165,6 +165,16 @@ def read_file(path: Path) -> dict[str, dict[str, Any]]:
     return data
 
 
+def config_file(explicit: Path | None) -> Path | None:
+    """The config file to read: the one given (which must exist), else `./config.toml` if there is one."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {str(explicit)!r} does not exist")
+        return explicit
+    default = Path("config.toml")
+    return default if default.is_file() else None
+
+
 def environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """`CHAT_<SECTION>_<KEY>` variables as string overrides; an unknown name is an error."""
     overrides: dict[str, dict[str, str]] = {}

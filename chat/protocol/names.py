@@ -34,15 +34,18 @@ def name_problem(name: str) -> str | None:
     if not 1 <= len(name) <= MAX_NAME_CHARS:
         return f"must be 1 to {MAX_NAME_CHARS} characters, not {len(name)}"
     for position, char in enumerate(name):
-        if char in _NAME_PUNCTUATION:
-            continue
-        category = unicodedata.category(char)
-        if category[0] == "L" or category == "Nd":
-            continue
-        if category[0] == "M" and position > 0:
-            continue
-        return f"character {char!r} (U+{ord(char):04X}, {category}) at position {position} is not allowed"
+        if not name_char_allowed(char, position):
+            category = unicodedata.category(char)
+            return f"character {char!r} (U+{ord(char):04X}, {category}) at position {position} is not allowed"
     return None
+
+
+def name_char_allowed(char: str, position: int) -> bool:
+    """May `char` stand at `position` of a name: a letter, a decimal digit, `_-.`, or a mark not in first place."""
+    if char in _NAME_PUNCTUATION:
+        return True
+    category = unicodedata.category(char)
+    return category[0] == "L" or category == "Nd" or (category[0] == "M" and position > 0)
 
 
 def _checked_name(raw: str, code: ErrorCode, what: str) -> str:

@@ -22,7 +22,6 @@ import os
 import signal
 import sys
 import time
-import unicodedata
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,8 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
 from chat import __version__
-from chat.config import ConfigError, load_config
-from chat.protocol.names import MAX_NAME_CHARS, name_problem, nfc
+from chat.config import ConfigError, config_file, load_config
+from chat.protocol.names import MAX_NAME_CHARS, name_char_allowed, name_problem, nfc
 from chat.tui.commands import COMMANDS, ChatCompleter, CommandTable
 from chat.tui.controller import Controller, Settings
 from chat.tui.keys import create_key_bindings
@@ -157,11 +156,7 @@ def _arguments() -> argparse.ArgumentParser:
 
 def client_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Defaults < config file < CHAT_* environment < flags, for the `[client]` section; ConfigError if wrong."""
-    path: Path | None = args.config
-    if path is not None and not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    if path is None and Path("config.toml").is_file():
-        path = Path("config.toml")
+    path = config_file(args.config)
     flags = {
         key: value
         for key, value in (("host", args.host), ("port", args.port), ("nick", args.nick), ("secret", args.secret))
@@ -184,8 +179,7 @@ def login_nick(user: str | None = None) -> str:
             user = ""
     kept: list[str] = []
     for char in nfc(user):
-        category = unicodedata.category(char)
-        if char in "_-." or category[0] == "L" or category == "Nd" or (category[0] == "M" and kept):
+        if name_char_allowed(char, len(kept)):
             kept.append(char)
     nick = "".join(kept)[:MAX_NAME_CHARS]
     return nick if nick and name_problem(nick) is None else FALLBACK_NICK
