@@ -14,17 +14,19 @@ import socket
 from types import TracebackType
 
 from chat.config import Config, config_with
+from chat.core.limits import TokenBucket
+from chat.core.service import ChatService
+from chat.core.session import Session
+from chat.engine.local import LocalEngine
 from chat.protocol.errors import ErrorCode
 from chat.protocol.frames import FrameLimits
 from chat.protocol.messages import encode_error
-from chat.server.commits import CommitQueue
-from chat.server.limits import TokenBucket
-from chat.server.service import ChatService
-from chat.server.session import Session
+from chat.server.tcp import FrameCodec, TcpConnection, TurnWriter
 from chat.server.udp import QuickChannel
-from chat.store.history import HistoryStore, now_ms
+from chat.store.history import now_ms
+from chat.store.loopstore import LoopStore
 
-logger = logging.getLogger("chat.server")
+logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 2.0
 RETENTION_SWEEP_SECONDS = 3600.0
@@ -42,7 +44,11 @@ class ChatServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._udp: QuickChannel | None = None
-        self._store: HistoryStore | None = None
+        self._store: LoopStore | None = None
+        self._turn: TurnWriter | None = None
+        self._codec = FrameCodec()
+        limits = config.limits
+        self._frame_limits = FrameLimits(limits.max_header_bytes, limits.max_payload_bytes)
         self._service: ChatService | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
@@ -61,10 +67,14 @@ class ChatServer:
         """Open the store and both listeners; the bound ports are in `.port` and `.udp_port`."""
         loop = asyncio.get_running_loop()
         history = self.config.history
-        self._store = HistoryStore(history.database, synchronous=history.synchronous)
-        self._service = ChatService(self.config, self._store, CommitQueue(self._store, loop), loop.time)
+        self._store = LoopStore(history.database, synchronous=history.synchronous)
+        await self._store.start()
+        engine = LocalEngine(lambda: turn.schedule())
+        turn = self._turn = TurnWriter(loop, engine.flush)
+        self._service = ChatService(self.config, self._store, engine, loop.time)
+        await self._service.start()
         self._service.files.start()
-        self._prune()
+        await self._prune()
         self._server = await asyncio.start_server(
             self._on_connection,
             host=self.config.server.host,
@@ -124,28 +134,32 @@ class ChatServer:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         now = asyncio.get_running_loop().time()
-        session = Session(
+        assert self._turn is not None
+        connection = TcpConnection(
             reader,
             writer,
-            self.service,
-            limits=FrameLimits(limits.max_header_bytes, limits.max_payload_bytes),
+            codec=self._codec,
+            turn=self._turn,
+            limits=self._frame_limits,
             send_queue_bytes=limits.send_queue_bytes,
-            bucket=TokenBucket(limits.messages_per_second, limits.burst, now),
-            now=now,
+        )
+        session = connection.session = Session(
+            connection, TokenBucket(limits.messages_per_second, limits.burst, now), now
         )
         self.connections.add(session)
-        logger.debug("connection from %r", session.peer)
+        logger.debug("connection from %r", connection.address)
         self.service.greet(session)
-        task = asyncio.create_task(self._serve(session))
+        task = asyncio.create_task(self._serve(connection, session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, session: Session) -> None:
+    async def _serve(self, connection: TcpConnection, session: Session) -> None:
         try:
-            await session.run()
+            await connection.run(session, self.service.handle_frame)
         except Exception:
-            logger.exception("%r: session crashed", session)
+            logger.exception("%r: connection crashed", session)
         finally:
+            self.service.connection_lost(session)
             self.connections.discard(session)
 
     async def _sweep(self) -> None:
@@ -162,14 +176,14 @@ class ChatServer:
             self.service.files.sweep(now)
             if now >= next_prune:
                 next_prune = now + RETENTION_SWEEP_SECONDS
-                self._prune()
+                await self._prune()
 
-    def _prune(self) -> None:
+    async def _prune(self) -> None:
         days = self.config.history.retention_days
         if days > 0 and self._store is not None:
             cutoff = now_ms() - int(days * 86_400_000)
-            removed = self._store.delete_older_than(cutoff)
-            self.service.files.remove_stored(self._store.delete_files_older_than(cutoff))
+            removed = await self._store.delete_older_than(cutoff)
+            self.service.files.remove_stored(await self._store.delete_files_older_than(cutoff))
             if removed:
                 logger.info("retention: removed %d message(s) older than %g days", removed, days)
 
@@ -181,7 +195,7 @@ class ChatServer:
         server.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        self.service.commits.flush()
+        await self.service.store.flush()
         for session in list(self.connections):
             session.close_with(ErrorCode.SERVER_SHUTDOWN, "the server is shutting down")
         if self._tasks:
@@ -194,9 +208,9 @@ class ChatServer:
             self._udp.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 1.0)
-        self.service.commits.flush()
+        await self.service.store.flush()
         self.service.files.close()
         assert self._store is not None
-        self._store.close()
+        await self._store.close()
         self._closed.set()
         logger.info("server on port %d closed", self.port)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from chat.server.quick import Address, QuickRouter
+from chat.core.quick import Address, QuickRouter
 from chat.timer import DeadlineTimer
 
 logger = logging.getLogger("chat.server.udp")

@@ -117,6 +117,7 @@ class Draft:
     recipient_key: str | None = None
     recipient_identity: int | None = None
     file: FileRecord | None = None
+    id: int | None = None  # allocated by the engine; None: the store's AUTOINCREMENT picks it
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +251,11 @@ class HistoryStore:
                         results.append(Appended(_row(row), duplicate=True))
                         continue
                 cursor = db.execute(
-                    "INSERT INTO messages (ts, sender_identity, sender, sender_key, room, room_key, recipient, "
+                    "INSERT INTO messages (id, ts, sender_identity, sender, sender_key, room, room_key, recipient, "
                     "recipient_key, recipient_identity, text, cid, file_fid) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
+                        draft.id,
                         draft.ts,
                         draft.sender_identity,
                         draft.sender,

@@ -30,19 +30,18 @@ from chat.protocol import messages as wire
 from chat.protocol.auth import new_udp_credentials
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.names import checked_nick, checked_room, checked_text, fold
-from chat.server.limits import TokenBucket
+from chat.core.limits import TokenBucket
 
 if TYPE_CHECKING:
-    from chat.server.service import ChatService
-    from chat.server.session import Session
+    from chat.core.session import Session
+    from chat.engine.local import LocalEngine
 
-logger = logging.getLogger("chat.server.udp")
+logger = logging.getLogger(__name__)
 
 Address = tuple[str | int, ...]
 T = TypeVar("T")
 CID_MEMORY_SECONDS = 600.0  # PROTOCOL.md 6: a cid is delivered at most once in 10 minutes
 MAX_ADDRESS_BUCKETS = 4096
-MAX_REMEMBERED_CIDS = 100_000
 TYPING_PER_SECOND = 1.0
 TYPING_BURST = 3
 
@@ -98,14 +97,12 @@ class InFlight:
 class QuickRouter:
     """Admits datagrams, answers HELLO/PING/ACK/TYPING, and delivers quick messages over UDP or TCP."""
 
-    def __init__(self, service: ChatService, config: Config) -> None:
-        self.service = service
+    def __init__(self, engine: LocalEngine, config: Config) -> None:
+        self.engine = engine
         self.config = config
         self.peers: dict[int, UdpPeer] = {}
         self.stats: Counter[str] = Counter()
         self._address_buckets: OrderedDict[Address, TokenBucket] = OrderedDict()
-        self._cids: OrderedDict[tuple[int, str], tuple[int, float]] = OrderedDict()
-        self._last_qid = 0
         self.send_datagram: Callable[[bytes, Address], None] = lambda data, address: None
         self.wake_at: Callable[[float], None] = lambda deadline: None
 
@@ -215,7 +212,7 @@ class QuickRouter:
         self.stats["quick_refused"] += 1
         _remember(peer.window.ack_codes, seq, exc.code.value)
         self._ack(peer, seq, exc.code.value)
-        peer.session.send(wire.encode_error(exc.code, exc.message, seq=seq))
+        peer.session.send(wire.Error(code=exc.code.value, message=exc.message, seq=seq))
 
     def _on_ack(self, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
         try:
@@ -267,7 +264,7 @@ class QuickRouter:
         if request.seq is not None and peer is not None:
             earlier = peer.qids.get(request.seq)
             if earlier is not None:  # it did arrive by UDP: PROTOCOL.md 8, not delivered again
-                session.send(wire.encode(wire.QuickOk(qid=earlier, ref=request.ref)))
+                session.send(wire.QuickOk(qid=earlier, ref=request.ref))
                 return
         body = dg.QuickRequest(
             to=request.to, room=request.room, text=request.text, nudge=request.nudge, cid=request.cid
@@ -275,14 +272,14 @@ class QuickRouter:
         try:
             qid = self.deliver(session, body, now)
         except ProtocolViolation as exc:
-            session.send(wire.encode_error(exc.code, exc.message, request.ref, request.seq))
+            session.send(wire.Error(code=exc.code.value, message=exc.message, ref=request.ref, seq=request.seq))
             return
         if request.seq is not None and peer is not None:
             _remember(peer.qids, request.seq, qid)
             if peer.window.check(request.seq) is dg.Seen.NEW:
                 peer.window.mark(request.seq)  # a late UDP copy of it is a duplicate now
                 _remember(peer.window.ack_codes, request.seq, None)
-        session.send(wire.encode(wire.QuickOk(qid=qid, ref=request.ref)))
+        session.send(wire.QuickOk(qid=qid, ref=request.ref))
 
     def deliver(self, sender: Session, body: dg.QuickRequest, now: float) -> int:
         """Validate a quick message, send it to its recipients, return its qid (ProtocolViolation if refused)."""
@@ -292,12 +289,12 @@ class QuickRouter:
             raise ProtocolViolation(ErrorCode.BAD_REQUEST, "cid must be 1 to 64 characters")
         text = checked_text(body.text, dg.MAX_QUICK_CHARS)
         if body.cid is not None:
-            known = self._cids.get((sender.identity, body.cid))
-            if known is not None and known[1] > now:
+            known = self.engine.quick_cid(sender.identity, body.cid, now)
+            if known is not None:
                 self.stats["quick_duplicate_cid"] += 1
-                return known[0]
+                return known
         recipients = self._recipients(sender, body.to, body.room)
-        qid = self._next_qid()
+        qid = self.engine.next_qid()
         room = sender.rooms[fold(body.room)].name if body.room is not None else None
         delivery = dg.QuickDelivery(
             qid=qid,
@@ -311,30 +308,27 @@ class QuickRouter:
         for recipient in recipients:
             self._deliver_to(recipient, delivery, now)
         if body.cid is not None:
-            self._cids[(sender.identity, body.cid)] = (qid, now + CID_MEMORY_SECONDS)
-            self._forget_old_cids(now)
+            self.engine.remember_quick_cid(sender.identity, body.cid, qid, now + CID_MEMORY_SECONDS, now)
         self.stats["quick_delivered"] += 1
         return qid
 
     def _recipients(self, sender: Session, to: str | None, room_name: str | None) -> list[Session]:
-        from chat.server.session import Session
-
         if to is not None:
             key = fold(checked_nick(to))
-            online = self.service.registry.by_nick(key)
-            if isinstance(online, Session):
+            online = self.engine.by_nick(key)
+            if online is not None:
                 return [online]
-            if self.service.store.nick_holder(key) is None:
+            if self.engine.nick_holder(key) is None:
                 raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {to!r}")
             raise ProtocolViolation(ErrorCode.NICK_OFFLINE, f"{to!r} is not connected; quick messages are not stored")
         assert room_name is not None
         name = checked_room(room_name)
         room = sender.rooms.get(fold(name))
         if room is None:
-            if self.service.rooms.get(fold(name)) is None:
+            if self.engine.rooms.get(fold(name)) is None:
                 raise ProtocolViolation(ErrorCode.NO_SUCH_ROOM, f"no room {name!r}")
             raise ProtocolViolation(ErrorCode.NOT_IN_ROOM, f"not in room {name!r}")
-        return [member for member in room if isinstance(member, Session) and member is not sender]
+        return [member for member in room if member is not sender]
 
     def _deliver_to(self, recipient: Session, delivery: dg.QuickDelivery, now: float) -> None:
         peer = recipient.udp
@@ -352,7 +346,7 @@ class QuickRouter:
 
     def _over_tcp(self, recipient: Session, delivery: dg.QuickDelivery) -> None:
         self.stats["quick_over_tcp"] += 1
-        recipient.send(wire.encode(dg.quick_frame(delivery)))
+        recipient.send(dg.quick_frame(delivery))
 
     def poll(self, now: float) -> float | None:
         """Retransmit what is due, fall back to TCP for what waited 5 s; return when to poll next."""
@@ -382,15 +376,3 @@ class QuickRouter:
 
     def _ack(self, peer: UdpPeer, seq: int, code: str | None) -> None:
         self._send(peer, dg.Kind.ACK, dg.AckBody(seq=seq, code=code))
-
-    def _next_qid(self) -> int:
-        """Increasing and unique across restarts: milliseconds since the epoch times 1024, plus a counter."""
-        self._last_qid = max(self._last_qid + 1, (time.time_ns() // 1_000_000) * 1024)
-        return self._last_qid
-
-    def _forget_old_cids(self, now: float) -> None:
-        while self._cids:
-            key, (_, expires) = next(iter(self._cids.items()))
-            if expires > now and len(self._cids) <= MAX_REMEMBERED_CIDS:
-                break
-            del self._cids[key]

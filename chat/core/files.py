@@ -29,14 +29,14 @@ from chat.config import Config
 from chat.protocol import messages as wire
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.names import file_display_name
-from chat.server.limits import ByteBudget
+from chat.core.limits import ByteBudget
 from chat.store.history import FileRecord, StoredMessage, now_ms
 
 if TYPE_CHECKING:
-    from chat.server.service import ChatService, Target
-    from chat.server.session import Session
+    from chat.core.service import ChatService, Target
+    from chat.core.session import Session
 
-logger = logging.getLogger("chat.server.files")
+logger = logging.getLogger(__name__)
 
 DOWNLOAD_HIGH_WATER = 256 * 1024  # queued bytes above which a download waits for the connection to drain
 
@@ -79,7 +79,7 @@ class FileService:
 
     # --- uploads -----------------------------------------------------------------------------------------------
 
-    def offer(self, session: Session, request: wire.FileOffer) -> None:
+    async def offer(self, session: Session, request: wire.FileOffer) -> None:
         """`file_offer` -> `file_ready` with the offset to send from (0, or where a resumed upload goes on)."""
         target = self.service.resolve_target(session, request.room, request.to, "file_offer")
         if request.size > self.config.max_bytes:
@@ -89,7 +89,7 @@ class FileService:
         name = file_display_name(request.name)
         upload = self._resumable(session, request)
         if upload is None:
-            if self._used() + request.size > self.config.quota_bytes:
+            if await self._used() + request.size > self.config.quota_bytes:
                 raise ProtocolViolation(ErrorCode.QUOTA_EXCEEDED, "the server's file storage is full")
             fid = secrets.token_hex(16)
             upload = Upload(
@@ -101,7 +101,7 @@ class FileService:
             upload.session, upload.target, upload.name = session, target, name
             upload.handle = open(upload.path, "ab")  # noqa: SIM115
             logger.info("%r resumes upload %s at %d of %d bytes", session, upload.fid, upload.written, upload.size)
-        session.send(wire.encode(wire.FileReady(fid=upload.fid, offset=upload.written, ref=request.ref)))
+        session.send(wire.FileReady(fid=upload.fid, offset=upload.written, ref=request.ref))
 
     def _resumable(self, session: Session, request: wire.FileOffer) -> Upload | None:
         for upload in self.uploads.values():
@@ -114,8 +114,8 @@ class FileService:
                 return upload
         return None
 
-    def _used(self) -> int:
-        return self.service.store.files_size() + sum(upload.size for upload in self.uploads.values())
+    async def _used(self) -> int:
+        return await self.service.store.files_size() + sum(upload.size for upload in self.uploads.values())
 
     def _upload_of(self, session: Session, fid: str) -> Upload:
         upload = self.uploads.get(fid)
@@ -139,9 +139,11 @@ class FileService:
         upload.handle.write(payload)
         upload.hasher.update(payload)
         upload.written += len(payload)
-        session.read_delay = max(session.read_delay, self._budget(session, now).spend(len(payload), now))
+        pause = self._budget(session, now).spend(len(payload), now)
+        if pause:
+            session.peer.throttle(pause)
 
-    def done(self, session: Session, request: wire.FileDone) -> None:
+    async def done(self, session: Session, request: wire.FileDone) -> None:
         """Check size and SHA-256, store the file under its fid, announce it; `file_stored` answers."""
         upload = self._upload_of(session, request.fid)
         if upload.written != upload.size:
@@ -165,11 +167,11 @@ class FileService:
             recipient_identity=upload.target.recipient_identity,
             created=now_ms(),
         )
-        self.service.store.add_file(record)
+        await self.service.store.add_file(record)
         logger.info("%r stored file %s (%d bytes) as %r", session, upload.fid, upload.size, upload.name)
 
         def stored(message: StoredMessage) -> None:
-            session.send(wire.encode(wire.FileStored(fid=record.fid, id=message.id, ref=request.ref)))
+            session.send(wire.FileStored(fid=record.fid, id=message.id, ref=request.ref))
 
         self.service.submit_message(
             session, upload.target, upload.name, None, request.ref, file=record, on_stored=stored
@@ -188,9 +190,9 @@ class FileService:
 
     # --- downloads ---------------------------------------------------------------------------------------------
 
-    def get(self, session: Session, request: wire.FileGet) -> None:
+    async def get(self, session: Session, request: wire.FileGet) -> None:
         """Stream a stored file from `offset` as `file_chunk` frames, then `file_end`."""
-        record = self.service.store.file(request.fid)
+        record = await self.service.store.file(request.fid)
         private = record is not None and record.room_key is None
         if record is None or (private and session.identity not in (record.owner, record.recipient_identity)):
             raise ProtocolViolation(ErrorCode.NO_SUCH_FILE, f"no file {request.fid!r}")
@@ -210,7 +212,7 @@ class FileService:
             self._close(upload)
             upload.session = None
             upload.detached_at = self.service.clock()
-        session.send(wire.encode(wire.FileCancelled(fid=request.fid, ref=request.ref)))
+        session.send(wire.FileCancelled(fid=request.fid, ref=request.ref))
 
     def _stop_streams(self, session: Session, fid: str) -> None:
         for task, streaming in list(self._downloads.get(session, {}).items()):
@@ -222,7 +224,7 @@ class FileService:
         try:
             source = await asyncio.to_thread(open, self.directory / record.fid, "rb")
         except FileNotFoundError:
-            session.send(wire.encode_error(ErrorCode.NO_SUCH_FILE, f"file {record.fid!r} is gone", ref))
+            session.send(wire.Error(code=ErrorCode.NO_SUCH_FILE.value, message=f"file {record.fid!r} is gone", ref=ref))
             return
         try:
             source.seek(offset)
@@ -230,10 +232,10 @@ class FileService:
                 data = await asyncio.to_thread(source.read, wire.MAX_CHUNK)  # a slow disk never stalls the loop
                 if not data:
                     break
-                session.send(wire.encode(wire.FileData(fid=record.fid, offset=offset), data))
+                session.send(wire.FileData(fid=record.fid, offset=offset, data=data))
                 offset += len(data)
-                if session.transport.get_write_buffer_size() > DOWNLOAD_HIGH_WATER:
-                    await session.writer.drain()  # chat frames of this connection go out in between
+                if session.peer.pending_bytes > DOWNLOAD_HIGH_WATER:
+                    await session.peer.drain()  # chat frames of this connection go out in between
                 pause = self._budget(session, loop.time()).spend(len(data), loop.time())
                 if pause:
                     await asyncio.sleep(pause)
@@ -242,7 +244,7 @@ class FileService:
         finally:
             source.close()
         if session.open:
-            session.send(wire.encode(wire.FileEnd(fid=record.fid, sha256=record.sha256, size=record.size, ref=ref)))
+            session.send(wire.FileEnd(fid=record.fid, sha256=record.sha256, size=record.size, ref=ref))
 
     def _budget(self, session: Session, now: float) -> ByteBudget:
         budget = self._budgets.get(session)

@@ -1,41 +1,51 @@
-"""What the server does with each request: login, rooms, messages, presence, history.
+"""What the server does with each request: login, rooms, messages, presence, history. Listener-agnostic.
+
+The service sees connections only as `Session`s with a `Peer` (chat/core/ports.py) and sends them typed events;
+shared state (rooms, ids, who is connected, nick holds) is the engine's, history is the store's.
 
 Invariants (PROTOCOL.md 8):
 - One connection per identity; a login with an identity's token takes over (the old one gets `session_taken`).
-- A `message` goes out only after its commit (`CommitQueue`), to the members of its room at that moment, or to the
-  sender and the recipient of a private message; the frame is encoded once.
-- Joining reads stored history and adds the member in the same loop turn, and every commit fans out in the turn it
-  happens; so a message is either in `joined.messages` or sent live, never both and never neither.
+- A `message` goes out only after its commit (the store's group commit), to the members of its room at that
+  moment, or to the sender and the recipient of a private message; it is encoded once per codec.
+- A joiner gets each message exactly once: the room's watermark splits the history page from the live messages
+  held while the page is read (chat/core/rooms.py).
 - Errors answer one request and keep the connection, except at login and the codes in CLOSING_CODES.
+- Requests of one connection are handled in order: a handler that awaits (login, join, history) holds that
+  connection's reading, never anyone else's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from chat import __version__
 from chat.config import Config
+from chat.core.files import FileService
+from chat.core.ports import Store
+from chat.core.quick import QuickRouter
+from chat.core.rooms import Room
+from chat.core.session import Session, State
+from chat.engine.local import LocalEngine
 from chat.protocol import messages as wire
 from chat.protocol.auth import new_nonce, new_session_token, verify_proof
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.frames import MAX_SERVER_HEADER
 from chat.protocol.names import checked_nick, checked_room, checked_text, fold
-from chat.server.commits import CommitQueue
-from chat.server.files import FileService
-from chat.server.quick import QuickRouter
-from chat.server.registry import SessionRegistry
-from chat.server.rooms import Room, RoomDirectory
-from chat.server.session import Session, State
-from chat.store.history import Appended, Draft, FileRecord, HistoryStore, Page, Scope, StoredMessage, now_ms
+from chat.store.history import Appended, Draft, FileRecord, Page, Scope, StoredMessage, now_ms
 
-logger = logging.getLogger("chat.server")
+logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 HISTORY_LIMIT_DEFAULT = 50
 HISTORY_LIMIT_MAX = 100
+_size_encoder = msgspec.json.Encoder()
+
+Handler = Callable[[Session, Any], Awaitable[None] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +60,7 @@ class Target:
 
 
 def to_wire(message: StoredMessage) -> wire.Message:
-    """The `message` frame of a stored message."""
+    """The `message` event of a stored message."""
     file = message.file
     return wire.Message(
         id=message.id,
@@ -64,14 +74,16 @@ def to_wire(message: StoredMessage) -> wire.Message:
     )
 
 
-def fit_page(build: Callable[[list[wire.Message], bool], wire.ServerFrame], page: Page, keep_oldest: bool) -> bytes:
-    """Encode a `joined` or `history` frame, cutting messages off its far end (and marking it truncated) until its
+def fit_page(
+    build: Callable[[list[wire.Message], bool], wire.ServerFrame], page: Page, keep_oldest: bool
+) -> wire.ServerFrame:
+    """A `joined` or `history` event, cutting messages off its far end (and marking it truncated) until its
     header fits in 1 MiB (PROTOCOL.md 8, "Server frames")."""
     messages = [to_wire(m) for m in page.messages]
     truncated = page.truncated
     while True:
-        frame = wire.encode(build(messages, truncated))
-        if len(frame) - 8 <= MAX_SERVER_HEADER or not messages:
+        frame = build(messages, truncated)
+        if not messages or len(_size_encoder.encode(frame)) <= MAX_SERVER_HEADER:
             return frame
         cut = max(1, len(messages) // 8)
         messages = messages[:-cut] if keep_oldest else messages[cut:]
@@ -81,17 +93,17 @@ def fit_page(build: Callable[[list[wire.Message], bool], wire.ServerFrame], page
 class ChatService:
     """The server's behaviour, independent of how connections are accepted."""
 
-    def __init__(self, config: Config, store: HistoryStore, commits: CommitQueue, clock: Callable[[], float]) -> None:
+    def __init__(self, config: Config, store: Store, engine: LocalEngine, clock: Callable[[], float]) -> None:
         self.config = config
         self.store = store
-        self.commits = commits
+        self.engine = engine
+        self.rooms = engine.rooms
         self.clock = clock  # loop time, for rate limits and timeouts
-        self.rooms = RoomDirectory()
-        self.registry = SessionRegistry()
-        self.quick = QuickRouter(self, config)
+        self.quick = QuickRouter(engine, config)
         self.files = FileService(self, config)
         self.udp_port = 0
         self.secret = config.server.secret or None
+        self.hold_ms = int(config.server.nick_hold * 1000)
         limits = config.limits
         self.welcome_limits: dict[str, float | int] = {
             "max_header_bytes": limits.max_header_bytes,
@@ -105,7 +117,7 @@ class ChatService:
             "replay": config.history.replay,
             "history_limit": HISTORY_LIMIT_MAX,
         }
-        self._handlers: dict[type[wire.Request], Callable[[Session, Any], None]] = {
+        self._handlers: dict[type[wire.Request], Handler] = {
             wire.Login: self.login,
             wire.Ping: self.ping,
             wire.Pong: self.pong,
@@ -125,6 +137,10 @@ class ChatService:
             wire.FileCancel: self.files.cancel,
         }
 
+    async def start(self) -> None:
+        """Load the engine's state from the store."""
+        self.engine.load(await self.store.last_id(), await self.store.load_nicks())
+
     # --- connection lifecycle ----------------------------------------------------------------------------------
 
     def greet(self, session: Session) -> None:
@@ -136,31 +152,31 @@ class ChatService:
             auth="hmac-sha256" if self.secret else "none",
             nonce=session.nonce.hex(),
         )
-        session.send(wire.encode(hello))
+        session.send(hello)
 
     def connection_lost(self, session: Session) -> None:
         """Tidy up after a connection ends: rooms hear `quit`, the nick stays held from now on."""
-        if not self.registry.remove(session):
+        if not self.engine.unregister(session):
             return
         logger.info("%r disconnected", session)
         self.files.connection_lost(session, self.clock())
         self._leave_all_rooms(session, "quit")
         if session.udp is not None:
             self.quick.detach(session.udp)
-        self.store.hold_nick(session.nick_key, session.nick, session.identity, now_ms())
+        now = now_ms()
+        self.engine.hold_nick(session.nick_key, session.nick, session.identity, now)
+        self.store.hold_nick(session.nick_key, session.nick, session.identity, now)
 
     def _leave_all_rooms(self, session: Session, event: str) -> None:
-        frames: dict[str, bytes] = {}
         for room in list(session.rooms.values()):
             self.rooms.remove_member(room, session)
-            frame = frames[room.key] = wire.encode(wire.Presence(room=room.name, nick=session.nick, event=event))
-            room.fan_out(frame)
+            room.publish(wire.Presence(room=room.name, nick=session.nick, event=event))
         session.rooms.clear()
 
     # --- dispatch ----------------------------------------------------------------------------------------------
 
-    def handle_frame(self, session: Session, header: bytes, payload: bytes) -> None:
-        """Decode one frame, check state and rate, and run its handler.
+    def handle_frame(self, session: Session, header: bytes, payload: bytes) -> Awaitable[None] | None:
+        """Decode one frame, check state and rate, and run its handler; an awaitable if the handler must wait.
 
         Before `welcome` a `login` costs no token: it is the one request that must get through, and a refused one
         closes the connection (PROTOCOL.md 8), so it cannot be repeated on the same connection anyway.
@@ -175,44 +191,61 @@ class ChatService:
                 self._error(session, ErrorCode.RATE_LIMITED, "too many requests", exc.ref)
             else:
                 self._error(session, exc.code, exc.message, exc.ref)
-            return
+            return None
+        kind = type(request)
         # PROTOCOL.md 8: file chunks count against [files] bytes_per_second, not against the message rate
-        exempt = isinstance(request, wire.Pong | wire.FileChunk) or (greeted and isinstance(request, wire.Login))
+        exempt = kind is wire.Pong or kind is wire.FileChunk or (greeted and kind is wire.Login)
         if not exempt and not session.bucket.take(self.clock()):
             self._error(session, ErrorCode.RATE_LIMITED, "too many requests; slow down", request.ref)
-            return
-        if payload and not isinstance(request, wire.FileChunk):
+            return None
+        if payload and kind is not wire.FileChunk:
             message = f"{request.type} takes no payload, got {len(payload)} bytes"
-            if greeted and isinstance(request, wire.Login):
+            if greeted and kind is wire.Login:
                 session.close_with(ErrorCode.BAD_REQUEST, message, request.ref)
             else:
                 self._error(session, ErrorCode.BAD_REQUEST, message, request.ref)
-            return
-        if greeted and not isinstance(request, wire.Login | wire.Ping):
+            return None
+        if greeted and kind is not wire.Login and kind is not wire.Ping:
             self._error(session, ErrorCode.NOT_LOGGED_IN, f"log in before {request.type}", request.ref)
-            return
+            return None
         try:
-            if isinstance(request, wire.FileChunk):
+            if kind is wire.FileChunk:
+                assert isinstance(request, wire.FileChunk)
                 self.files.chunk(session, request, payload, self.clock())
-            else:
-                self._handlers[type(request)](session, request)
+                return None
+            waiting = self._handlers[kind](session, request)
+        except ProtocolViolation as exc:
+            self._error(session, exc.code, exc.message, request.ref)
+            return None
+        except Exception:
+            self._failed(session, request)
+            return None
+        return None if waiting is None else self._finish(session, request, waiting)
+
+    async def _finish(self, session: Session, request: wire.Request, waiting: Awaitable[None]) -> None:
+        """Await a handler that must wait, answering its refusals and failures like a synchronous one."""
+        try:
+            await waiting
         except ProtocolViolation as exc:
             self._error(session, exc.code, exc.message, request.ref)
         except Exception:
-            logger.exception("%r: handling %s failed", session, request.type)
-            self._error(session, ErrorCode.INTERNAL_ERROR, f"the server failed to handle {request.type}", request.ref)
+            self._failed(session, request)
+
+    def _failed(self, session: Session, request: wire.Request) -> None:
+        logger.exception("%r: handling %s failed", session, request.type)
+        self._error(session, ErrorCode.INTERNAL_ERROR, f"the server failed to handle {request.type}", request.ref)
 
     def _error(self, session: Session, code: ErrorCode, message: str, ref: str | int | None) -> None:
-        session.send(wire.encode_error(code, message, ref))
+        session.send(wire.Error(code=code.value, message=message, ref=ref))
 
     # --- session -----------------------------------------------------------------------------------------------
 
-    def login(self, session: Session, request: wire.Login) -> None:
+    async def login(self, session: Session, request: wire.Login) -> None:
         """Authenticate, pick the identity, take the nick, and send `welcome` (PROTOCOL.md 2 and 8)."""
         if session.state is State.ACTIVE:
             raise ProtocolViolation(ErrorCode.ALREADY_LOGGED_IN, f"already logged in as {session.nick!r}")
         nonce, session.nonce = session.nonce, None  # PROTOCOL.md 2.2: a nonce is good for one attempt
-        refusal = self._login_refusal(session, request, nonce)
+        refusal = self._login_refusal(request, nonce)
         if refusal is not None:
             code, message = refusal
             logger.info("%r: login as %r refused: %s", session, request.nick, code.value)
@@ -220,27 +253,38 @@ class ChatService:
             return
         nick = checked_nick(request.nick)
         key = fold(nick)
+        identity = await self.store.identity_for_token(request.session) if request.session else None
+        if not session.open:
+            return
         now = now_ms()
-        identity = self.store.identity_for_token(request.session) if request.session else None
         if identity is not None:
-            previous = self.registry.by_identity(identity)
-            if isinstance(previous, Session):
+            previous = self.engine.by_identity(identity)
+            if previous is not None:
                 logger.info("%r takes over identity %d from %r", session, identity, previous)
                 self.connection_lost(previous)
                 previous.close_with(ErrorCode.SESSION_TAKEN, "this identity logged in on another connection")
-        if not self._nick_free_for(key, identity, now):
+        if not self.engine.nick_free_for(key, identity, now, self.hold_ms):
             session.close_with(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken", request.ref)
             return
         if identity is None:
             token = new_session_token()
-            identity = self.store.create_identity(token, now)
+            identity = await self.store.create_identity(token, now)
+            # Checked again after the store's round trip, and taken in the same loop turn as this check: two
+            # logins racing for one nick cannot both win (an identity made for the loser is never used).
+            if not session.open:
+                return
+            now = now_ms()
+            if not self.engine.nick_free_for(key, identity, now, self.hold_ms):
+                session.close_with(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken", request.ref)
+                return
         else:
             assert request.session is not None
             token = request.session
+        self.engine.hold_nick(key, nick, identity, now)
         self.store.hold_nick(key, nick, identity, now)
         session.identity, session.token, session.nick, session.nick_key = identity, token, nick, key
         session.state = State.ACTIVE
-        self.registry.add(session)
+        self.engine.register(session)
         udp = session.udp = self.quick.attach(session, self.clock())
         logger.info("%r logged in (identity %d)", session, identity)
         welcome = wire.Welcome(
@@ -250,14 +294,15 @@ class ChatService:
             limits=self.welcome_limits,
             ref=request.ref,
         )
-        session.send(wire.encode(welcome))
+        session.send(welcome)
         if request.since is not None:
-            page = self.store.page(Scope.private(identity), after=request.since, limit=self.config.history.replay)
+            watermark = self.engine.committed_through
+            page = await self.store.page(
+                Scope.private(identity), after=request.since, before=watermark + 1, limit=self.config.history.replay
+            )
             session.send(fit_page(lambda m, t: wire.HistoryPage(private=True, messages=m, truncated=t), page, True))
 
-    def _login_refusal(
-        self, session: Session, request: wire.Login, nonce: bytes | None
-    ) -> tuple[ErrorCode, str] | None:
+    def _login_refusal(self, request: wire.Login, nonce: bytes | None) -> tuple[ErrorCode, str] | None:
         if request.protocol != PROTOCOL_VERSION:
             return (
                 ErrorCode.PROTOCOL_MISMATCH,
@@ -273,19 +318,8 @@ class ChatService:
             return exc.code, exc.message
         return None
 
-    def _nick_free_for(self, key: str, identity: int | None, now: int) -> bool:
-        """May `identity` (None: a new one) take the nick? Not if another identity is on it or holds it."""
-        holder_session = self.registry.by_nick(key)
-        if holder_session is not None and holder_session.identity != identity:
-            return False
-        holder = self.store.nick_holder(key)
-        if holder is None or holder.identity == identity:
-            return True
-        hold_ms = self.config.server.nick_hold * 1000
-        return not (hold_ms > 0 and now - holder.last_used < hold_ms)
-
     def ping(self, session: Session, request: wire.Ping) -> None:
-        session.send(wire.encode(wire.ServerPong(t=request.t, ref=request.ref)))
+        session.send(wire.ServerPong(t=request.t, ref=request.ref))
 
     def pong(self, session: Session, request: wire.Pong) -> None:
         """An answer to our keepalive; reading it already counted as activity."""
@@ -297,20 +331,31 @@ class ChatService:
 
     # --- rooms -------------------------------------------------------------------------------------------------
 
-    def join(self, session: Session, request: wire.Join) -> None:
-        """Enter a room (creating it), get members and missed messages; others hear `presence join`."""
+    async def join(self, session: Session, request: wire.Join) -> None:
+        """Enter a room (creating it), get members and missed messages; others hear `presence join`.
+
+        The member is added first with its live events held; the page is read up to the room's watermark, then
+        `joined` and the held events go out (chat/core/rooms.py): every message exactly once, in id order.
+        """
         name = checked_room(request.room)
         key = fold(name)
-        newly = key not in session.rooms
-        room = self.rooms.add_member(name, key, session)
-        session.rooms[key] = room
-        if newly:
-            room.fan_out(wire.encode(wire.Presence(room=room.name, nick=session.nick, event="join")), skip=session)
+        room = session.rooms.get(key)
+        newly = room is None
+        if room is None:
+            room = self.rooms.add_member(name, key, session, hold=True)
+            session.rooms[key] = room
+            room.send_except(wire.Presence(room=room.name, nick=session.nick, event="join"), skip=session)
+        watermark = room.watermark
         replay = self.config.history.replay
-        if request.since is None:
-            page = self.store.page(Scope.room(key), limit=replay)
-        else:
-            page = self.store.page(Scope.room(key), after=request.since, limit=replay)
+        try:
+            page = await self.store.page(Scope.room(key), after=request.since, before=watermark + 1, limit=replay)
+        except BaseException:
+            if newly:
+                room.release(session)
+            raise
+        held = room.release(session) if newly else []
+        if not session.open or session.rooms.get(key) is not room:
+            return
         members = [member.nick for member in room]
         session.send(
             fit_page(
@@ -319,13 +364,15 @@ class ChatService:
                 keep_oldest=request.since is not None,
             )
         )
+        for event in held:
+            session.send(event)
 
     def part(self, session: Session, request: wire.Part) -> None:
         room = self._member_room(session, request.room)
         self.rooms.remove_member(room, session)
         del session.rooms[room.key]
-        session.send(wire.encode(wire.Parted(room=room.name, ref=request.ref)))
-        room.fan_out(wire.encode(wire.Presence(room=room.name, nick=session.nick, event="part")))
+        session.send(wire.Parted(room=room.name, ref=request.ref))
+        room.publish(wire.Presence(room=room.name, nick=session.nick, event="part"))
 
     def _member_room(self, session: Session, raw_name: str) -> Room:
         """The room `session` is in under this name, or no_such_room / not_in_room."""
@@ -343,39 +390,37 @@ class ChatService:
         room = self.rooms.get(fold(name))
         if room is None:
             raise ProtocolViolation(ErrorCode.NO_SUCH_ROOM, f"no room {name!r}")
-        members = [wire.Member(nick=m.nick, away=m.away) for m in room if isinstance(m, Session)]
-        session.send(wire.encode(wire.Members(room=room.name, members=members, ref=request.ref)))
+        members = [wire.Member(nick=m.nick, away=m.away) for m in room]
+        session.send(wire.Members(room=room.name, members=members, ref=request.ref))
 
     def list_rooms(self, session: Session, request: wire.ListRooms) -> None:
         rooms = sorted((wire.RoomInfo(room=r.name, members=len(r)) for r in self.rooms), key=lambda r: fold(r.room))
-        session.send(wire.encode(wire.RoomList(rooms=rooms, ref=request.ref)))
+        session.send(wire.RoomList(rooms=rooms, ref=request.ref))
 
     def set_away(self, session: Session, request: wire.SetAway) -> None:
         text = None if request.text is None else checked_text(request.text, self.config.limits.max_text_chars)
         session.away = text
-        session.send(wire.encode(wire.AwayChanged(text=text, ref=request.ref)))
+        session.send(wire.AwayChanged(text=text, ref=request.ref))
         for room in session.rooms.values():
-            presence = wire.Presence(room=room.name, nick=session.nick, event="away", text=text)
-            room.fan_out(wire.encode(presence), skip=session)
+            room.send_except(wire.Presence(room=room.name, nick=session.nick, event="away", text=text), skip=session)
 
     def change_nick(self, session: Session, request: wire.ChangeNick) -> None:
         nick = checked_nick(request.nick)
         key = fold(nick)
         now = now_ms()
-        if not self._nick_free_for(key, session.identity, now):
-            raise ProtocolViolation(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
         old_nick, old_key = session.nick, session.nick_key
-        self.registry.rename(session, key)
+        if not self.engine.claim_nick(session, key, nick, now, self.hold_ms):
+            raise ProtocolViolation(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
         session.nick, session.nick_key = nick, key
         if old_key != key:
-            self.store.hold_nick(old_key, old_nick, session.identity, now)  # still held by us (PROTOCOL.md 8)
+            self.engine.hold_nick(old_key, old_nick, session.identity, now)  # still held by us (PROTOCOL.md 8)
+            self.store.hold_nick(old_key, old_nick, session.identity, now)
         self.store.hold_nick(key, nick, session.identity, now)
-        session.send(wire.encode(wire.NickChanged(nick=nick, old=old_nick, ref=request.ref)))
+        session.send(wire.NickChanged(nick=nick, old=old_nick, ref=request.ref))
         if nick == old_nick:
             return
         for room in session.rooms.values():
-            presence = wire.Presence(room=room.name, nick=nick, event="nick", old=old_nick)
-            room.fan_out(wire.encode(presence), skip=session)
+            room.send_except(wire.Presence(room=room.name, nick=nick, event="nick", old=old_nick), skip=session)
 
     # --- messages ----------------------------------------------------------------------------------------------
 
@@ -395,10 +440,10 @@ class ChatService:
         assert to is not None
         recipient = checked_nick(to)
         recipient_key = fold(recipient)
-        online = self.registry.by_nick(recipient_key)
-        if isinstance(online, Session):
+        online = self.engine.by_nick(recipient_key)
+        if online is not None:
             return Target(recipient=online.nick, recipient_key=recipient_key, recipient_identity=online.identity)
-        holder = self.store.nick_holder(recipient_key)
+        holder = self.engine.nick_holder(recipient_key)
         if holder is None:
             raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {recipient!r}")
         return Target(recipient=holder.nick, recipient_key=recipient_key, recipient_identity=holder.identity)
@@ -428,56 +473,56 @@ class ChatService:
             recipient_key=target.recipient_key,
             recipient_identity=target.recipient_identity,
             file=file,
+            id=self.engine.next_message_id(),
         )
+        room_key = target.room_key
 
         def stored(result: Appended | None) -> None:
-            if target.room_key is not None:
-                self._deliver_room(session, target.room_key, result, ref)
+            if result is None:
+                self._error(session, ErrorCode.INTERNAL_ERROR, "the message could not be stored", ref)
+                return
+            self.engine.committed(result.message.id)
+            if room_key is not None:
+                self._deliver_room(session, room_key, result)
             else:
-                self._deliver_private(session, draft, result, ref)
-            if result is not None and on_stored is not None:
+                self._deliver_private(session, draft, result)
+            if on_stored is not None:
                 on_stored(result.message)
 
-        self.commits.submit(draft, stored)
+        self.store.submit(draft, stored)
 
-    def _deliver_room(self, sender: Session, room_key: str, result: Appended | None, ref: str | int | None) -> None:
-        if result is None:
-            self._error(sender, ErrorCode.INTERNAL_ERROR, "the message could not be stored", ref)
-            return
-        frame = wire.encode(to_wire(result.message))
+    def _deliver_room(self, sender: Session, room_key: str, result: Appended) -> None:
+        event = to_wire(result.message)
         if result.duplicate:  # PROTOCOL.md 3: a repeated cid gets the original message, to its sender only
-            sender.send(frame)
+            sender.send(event)
             return
         room = self.rooms.get(room_key)
         if room is not None:
-            room.fan_out(frame)
+            room.publish(event)
         if room is None or sender not in room:
-            sender.send(frame)
+            sender.send(event)
 
-    def _deliver_private(self, sender: Session, draft: Draft, result: Appended | None, ref: str | int | None) -> None:
-        if result is None:
-            self._error(sender, ErrorCode.INTERNAL_ERROR, "the message could not be stored", ref)
-            return
-        frame = wire.encode(to_wire(result.message))
-        sender.send(frame)
+    def _deliver_private(self, sender: Session, draft: Draft, result: Appended) -> None:
+        event = to_wire(result.message)
+        sender.send(event)
         if result.duplicate:
             return
         # The recipient is an identity: its connection gets the message live even when it has since moved to
         # another nick, so a resume with `since` never skips a stored message below a live one (PROTOCOL.md 8).
         assert draft.recipient_identity is not None
-        recipient = self.registry.by_identity(draft.recipient_identity)
-        if isinstance(recipient, Session) and recipient is not sender:
-            recipient.send(frame)
+        recipient = self.engine.by_identity(draft.recipient_identity)
+        if recipient is not None and recipient is not sender:
+            recipient.send(event)
 
     def _nick_spelling(self, key: str) -> str | None:
         """The nick with this folded key as its owner spells it (connected, else last holder), or None."""
-        online = self.registry.by_nick(key)
-        if isinstance(online, Session):
+        online = self.engine.by_nick(key)
+        if online is not None:
             return online.nick
-        holder = self.store.nick_holder(key)
+        holder = self.engine.nick_holder(key)
         return None if holder is None else holder.nick
 
-    def history(self, session: Session, request: wire.HistoryQuery) -> None:
+    async def history(self, session: Session, request: wire.HistoryQuery) -> None:
         """A page of a room, of one private conversation, or of all of this identity's private messages."""
         chosen = (request.room is not None) + (request.to is not None) + bool(request.private)
         if chosen != 1:
@@ -498,7 +543,7 @@ class ChatService:
             scope = Scope.conversation(session.identity, to_key)
         else:
             scope = Scope.private(session.identity)
-        page = self.store.page(scope, after=request.after, before=request.before, limit=limit)
+        page = await self.store.page(scope, after=request.after, before=request.before, limit=limit)
 
         def build(messages: list[wire.Message], truncated: bool) -> wire.ServerFrame:
             return wire.HistoryPage(
@@ -516,7 +561,7 @@ class ChatService:
         """A quick message over TCP (PROTOCOL.md 6): answered with `quick_ok` or an error."""
         self.quick.quick_request(session, request, self.clock())
 
-    # --- keepalive and shutdown --------------------------------------------------------------------------------
+    # --- keepalive -----------------------------------------------------------------------------------------------
 
     def keepalive(self, session: Session, now: float) -> None:
         """Ping a connection silent for half the idle timeout; close one silent for all of it, or one that has
@@ -534,4 +579,4 @@ class ChatService:
             session.close_with(ErrorCode.TIMEOUT, f"silent for more than {limits.idle_timeout:g} s")
         elif silent > limits.idle_timeout / 2 and not session.pinged:
             session.pinged = True
-            session.send(wire.encode(wire.ServerPing(t=now_ms())))
+            session.send(wire.ServerPing(t=now_ms()))

@@ -1,0 +1,142 @@
+"""The local engine: what a cluster of servers would share, kept in this process's memory.
+
+Three things live here (DESIGN.md, Scale): fan-out to a room's members (the `RoomDirectory` and its end-of-turn
+flush), id allocation (message ids and quick ids), and the session registry (which session holds which identity and
+nick, and the nick table with its holds). A Redis engine replaces this object; the core talks to it through the
+same methods.
+
+Invariants:
+- One session per identity, one session per folded nick.
+- `claim_nick` is check-and-set in one step: no await between the check and the claim, so two logins racing for
+  one nick cannot both win.
+- Message ids increase strictly and are never reused: the counter starts above the store's highest id, and an id
+  handed out is never handed out again even if its message turns out to be a duplicate or fails to store.
+- `committed_through` is the highest message id whose commit has been delivered; a new room's watermark.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from chat.core.rooms import RoomDirectory
+from chat.store.history import NickHolder
+
+if TYPE_CHECKING:
+    from chat.core.session import Session
+
+MAX_REMEMBERED_QUICK_CIDS = 100_000
+
+
+class LocalEngine:
+    """Rooms, ids, the registry and the nick table of a single server process."""
+
+    def __init__(self, schedule_flush: Callable[[], None]) -> None:
+        self.rooms = RoomDirectory(schedule_flush, lambda: self.committed_through)
+        self._by_identity: dict[int, Session] = {}
+        self._by_nick: dict[str, Session] = {}
+        self._nicks: dict[str, NickHolder] = {}
+        self._last_id = 0
+        self.committed_through = 0
+        self._last_qid = 0
+        self._quick_cids: OrderedDict[tuple[int, str], tuple[int, float]] = OrderedDict()
+
+    def load(self, last_id: int, nicks: dict[str, NickHolder]) -> None:
+        """Start from the store's state: its highest message id and every nick hold."""
+        self._last_id = max(self._last_id, last_id)
+        self.committed_through = max(self.committed_through, last_id)
+        self._nicks = dict(nicks)
+
+    # --- fan-out -------------------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """End of a loop turn: every room hands its batch to its members."""
+        self.rooms.flush()
+
+    # --- ids -----------------------------------------------------------------------------------------------------
+
+    def next_message_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
+
+    def committed(self, message_id: int) -> None:
+        """A commit up to `message_id` has been delivered."""
+        if message_id > self.committed_through:
+            self.committed_through = message_id
+
+    def next_qid(self) -> int:
+        """Increasing and unique across restarts: milliseconds since the epoch times 1024, plus a counter."""
+        self._last_qid = max(self._last_qid + 1, (time.time_ns() // 1_000_000) * 1024)
+        return self._last_qid
+
+    def quick_cid(self, identity: int, cid: str, now: float) -> int | None:
+        """The qid an identity's quick message with this cid got in the last 10 minutes, if any."""
+        known = self._quick_cids.get((identity, cid))
+        return known[0] if known is not None and known[1] > now else None
+
+    def remember_quick_cid(self, identity: int, cid: str, qid: int, expires: float, now: float) -> None:
+        self._quick_cids[(identity, cid)] = (qid, expires)
+        while self._quick_cids:
+            key, (_, until) = next(iter(self._quick_cids.items()))
+            if until > now and len(self._quick_cids) <= MAX_REMEMBERED_QUICK_CIDS:
+                break
+            del self._quick_cids[key]
+
+    # --- the registry --------------------------------------------------------------------------------------------
+
+    def by_identity(self, identity: int) -> Session | None:
+        return self._by_identity.get(identity)
+
+    def by_nick(self, nick_key: str) -> Session | None:
+        return self._by_nick.get(nick_key)
+
+    def register(self, session: Session) -> None:
+        self._by_identity[session.identity] = session
+        self._by_nick[session.nick_key] = session
+
+    def unregister(self, session: Session) -> bool:
+        """Forget `session`; False if it was not (or no longer) registered, e.g. after a takeover."""
+        if self._by_identity.get(session.identity) is not session:
+            return False
+        del self._by_identity[session.identity]
+        if self._by_nick.get(session.nick_key) is session:
+            del self._by_nick[session.nick_key]
+        return True
+
+    def sessions(self) -> list[Session]:
+        return list(self._by_identity.values())
+
+    def __len__(self) -> int:
+        return len(self._by_identity)
+
+    # --- nicks ---------------------------------------------------------------------------------------------------
+
+    def nick_holder(self, key: str) -> NickHolder | None:
+        """Who last held the nick with this folded key, or None if nobody ever did."""
+        return self._nicks.get(key)
+
+    def nick_free_for(self, key: str, identity: int | None, now_ms: int, hold_ms: int) -> bool:
+        """May `identity` (None: a new one) take the nick? Not if another identity is on it or holds it."""
+        online = self._by_nick.get(key)
+        if online is not None and online.identity != identity:
+            return False
+        holder = self._nicks.get(key)
+        if holder is None or holder.identity == identity:
+            return True
+        return not (hold_ms > 0 and now_ms - holder.last_used < hold_ms)
+
+    def hold_nick(self, key: str, nick: str, identity: int, now_ms: int) -> None:
+        """Record that `identity` holds (or has just used) the nick."""
+        self._nicks[key] = NickHolder(identity, nick, now_ms)
+
+    def claim_nick(self, session: Session, key: str, nick: str, now_ms: int, hold_ms: int) -> bool:
+        """Check and take a nick for a logged-in session in one step; moves it in the registry. False if taken."""
+        if not self.nick_free_for(key, session.identity, now_ms, hold_ms):
+            return False
+        if self._by_nick.get(session.nick_key) is session:
+            del self._by_nick[session.nick_key]
+        self._by_nick[key] = session
+        self.hold_nick(key, nick, session.identity, now_ms)
+        return True

@@ -1,0 +1,278 @@
+"""The TCP listener's connections: frames read with `readexactly`, events written in one call per loop turn.
+
+Reading: 8 bytes of prefix, both lengths checked (PROTOCOL.md 1), then exactly the header and the payload in one
+`readexactly`; a length over its limit is answered with `frame_too_large` and the connection closes before
+anything of that size is read. Frames already buffered are handled one after another without yielding to the loop
+(`readexactly` returns at once when the bytes are there); only a handler that must wait (login, join, history)
+holds this connection's reading, never another's.
+
+Writing: `send_event` and `send_batch` append encoded bytes to the connection's outbox and return at once; when the
+loop turn ends, `TurnWriter` hands each outbox to the transport in one `write` (one `send()` system call per
+connection per turn, however many frames the turn produced; nothing is delayed when the loop is idle, since the
+turn ends as soon as the current callbacks are done). The slow-consumer cap counts the outbox and the transport's
+buffer together: over `send_queue_bytes`, the peer is not reading and is cut off (no frame, its queue is full), so
+it can neither stall a room nor grow the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from chat.protocol.errors import ErrorCode, FrameTooLarge
+from chat.protocol.frames import PREFIX, PREFIX_SIZE, FrameLimits, encode_frame, parse_prefix
+from chat.protocol.messages import Error, FileData, Ref, ServerFrame
+
+if TYPE_CHECKING:
+    from chat.core.session import Session
+
+logger = logging.getLogger(__name__)
+
+LINGER_SECONDS = 1.0  # how long a connection closed for an oversize frame is drained before the close
+DRAIN_LOW_WATER = 64 * 1024
+
+
+class FrameCodec:
+    """Events as chat-protocol frames: an `!II` prefix, the JSON header, the payload (file data only)."""
+
+    __slots__ = ("_encode", "_pack")
+
+    def __init__(self) -> None:
+        self._encode = msgspec.json.Encoder().encode
+        self._pack = PREFIX.pack
+
+    def encode(self, event: ServerFrame) -> bytes:
+        if type(event) is FileData:
+            assert isinstance(event, FileData)
+            return encode_frame(self._encode(msgspec.structs.replace(event, data=b"")), event.data)
+        header = self._encode(event)
+        return self._pack(len(header), 0) + header
+
+    def join(self, parts: list[Any]) -> bytes:
+        return b"".join(parts)
+
+
+class TurnWriter:
+    """Writes every connection's outbox once the loop turn that filled it is over."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, before_write: Callable[[], None]) -> None:
+        self._loop = loop
+        self._before_write = before_write  # the engine's room flush: rooms fill outboxes first
+        self._dirty: list[TcpConnection] = []
+        self._scheduled = False
+
+    def schedule(self) -> None:
+        """Run at the end of this loop turn."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.run)
+
+    def add(self, connection: TcpConnection) -> None:
+        self._dirty.append(connection)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self._scheduled = False
+        self._before_write()
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            connection.write_out()
+
+
+class TcpConnection:
+    """One client connection over TCP: the `Peer` the core writes to, and the read loop that feeds the core."""
+
+    __slots__ = (
+        "_budget",
+        "_closing",
+        "_delay",
+        "_out",
+        "_queued",
+        "_turn",
+        "address",
+        "cap",
+        "codec",
+        "limits",
+        "reader",
+        "session",
+        "slow_consumer",
+        "transport",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        codec: FrameCodec,
+        turn: TurnWriter,
+        limits: FrameLimits,
+        send_queue_bytes: int,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.transport = writer.transport
+        self.address = writer.get_extra_info("peername")
+        self.codec = codec
+        self.limits = limits
+        self.cap = send_queue_bytes
+        self.session: Session | None = None
+        self.slow_consumer = False
+        self._turn = turn
+        self._out: list[bytes] = []
+        self._queued = 0  # bytes in the outbox
+        self._budget = send_queue_bytes  # what the outbox may hold: the cap less the transport's buffer
+        self._closing = False
+        self._delay = 0.0
+
+    def __repr__(self) -> str:
+        return f"<TcpConnection {self.address}>"
+
+    # --- the Peer protocol ---------------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closing and not self.transport.is_closing()
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._queued + self.transport.get_write_buffer_size()
+
+    def send_event(self, event: ServerFrame) -> None:
+        self.send_batch(self.codec.encode(event), ())
+
+    def send_batch(self, encoded: bytes, events: Sequence[ServerFrame]) -> None:
+        if self._closing:
+            return
+        out = self._out
+        if not out:
+            self._turn.add(self)
+        out.append(encoded)
+        self._queued += len(encoded)
+        if self._queued > self._budget:
+            self._check_cap()
+
+    def close_with(self, code: ErrorCode, message: str, ref: Ref | None = None) -> None:
+        if not self._closing:
+            self.send_event(Error(code=code.value, message=message, ref=ref))
+        self.close()
+
+    def close(self) -> None:
+        if not self._closing:
+            self.write_out()
+            self._closing = True
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._out.clear()
+        self._queued = 0
+        self.transport.abort()
+
+    def throttle(self, seconds: float) -> None:
+        self._delay = max(self._delay, seconds)
+
+    async def drain(self) -> None:
+        self.write_out()
+        if self.transport.get_write_buffer_size() > DRAIN_LOW_WATER:
+            await self.writer.drain()
+
+    # --- writing -------------------------------------------------------------------------------------------------
+
+    def write_out(self) -> None:
+        """Hand the outbox to the transport in one write."""
+        out = self._out
+        if not out or self._closing:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self._out = []
+        self._queued = 0
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(data)
+        self._budget = self.cap - transport.get_write_buffer_size()
+        if self._budget < 0:
+            self._cut_off()
+
+    def _check_cap(self) -> None:
+        """The outbox is over what the last write left room for: write now, and cut off a peer still over the cap
+        (what the kernel would not take waits in the transport's buffer, which counts)."""
+        self.write_out()
+
+    def _cut_off(self) -> None:
+        self.slow_consumer = True
+        logger.warning("%r: over %d unsent bytes, disconnected as a slow consumer", self, self.cap)
+        if self.session is not None:
+            self.session.abort()
+        else:
+            self.abort()
+
+    # --- reading -------------------------------------------------------------------------------------------------
+
+    async def _linger(self) -> None:
+        """Half-close, then read and discard for a moment before closing.
+
+        Closing a socket that still has unread bytes makes the kernel send a reset, which can destroy the error frame
+        before the peer reads it; a peer streaming an oversize frame always has bytes in flight. What is read here
+        is thrown away in small chunks, so memory stays flat whatever size the peer declared.
+        """
+        self.write_out()
+        self._closing = True
+        if self.transport.is_closing():
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_SECONDS
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                if not await asyncio.wait_for(self.reader.read(65536), remaining):
+                    break
+        except (TimeoutError, ConnectionError):
+            pass
+
+    async def run(self, session: Session, on_frame: Callable[[Session, bytes, bytes], Any]) -> None:
+        """Read and dispatch frames until the peer leaves or the connection is closed."""
+        loop = asyncio.get_running_loop()
+        reader = self.reader
+        limits = self.limits
+        try:
+            while not self._closing:
+                prefix = await reader.readexactly(PREFIX_SIZE)
+                try:
+                    header_len, payload_len = parse_prefix(prefix, limits)
+                except FrameTooLarge as exc:
+                    logger.info("%r: %s", self, exc)
+                    self.send_event(Error(code=ErrorCode.FRAME_TOO_LARGE.value, message=str(exc)))
+                    await self._linger()
+                    break
+                if payload_len:
+                    body = await reader.readexactly(header_len + payload_len)
+                    header, payload = body[:header_len], body[header_len:]
+                else:
+                    header = await reader.readexactly(header_len)
+                    payload = b""
+                session.last_heard = loop.time()
+                session.pinged = False
+                waiting = on_frame(session, header, payload)
+                if waiting is not None:
+                    await waiting
+                if self._delay:
+                    delay, self._delay = self._delay, 0.0
+                    await asyncio.sleep(delay)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass
+        finally:
+            self.write_out()
+            self._closing = True
+            if not self.transport.is_closing():
+                self.transport.close()
