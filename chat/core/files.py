@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from chat.config import Config
+from chat.core.limits import ByteBudget
 from chat.protocol import messages as wire
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.names import file_display_name
-from chat.core.limits import ByteBudget
 from chat.store.history import FileRecord, StoredMessage, now_ms
 
 if TYPE_CHECKING:
@@ -95,11 +95,11 @@ class FileService:
             upload = Upload(
                 fid, session.identity, name, request.size, request.sha256, target, self.partial / fid, session
             )
-            upload.handle = open(upload.path, "wb")  # noqa: SIM115 - held open across chunks, closed in _close
+            upload.handle = await asyncio.to_thread(open, upload.path, "wb")  # held open across chunks
             self.uploads[fid] = upload
         else:
             upload.session, upload.target, upload.name = session, target, name
-            upload.handle = open(upload.path, "ab")  # noqa: SIM115
+            upload.handle = await asyncio.to_thread(open, upload.path, "ab")
             logger.info("%r resumes upload %s at %d of %d bytes", session, upload.fid, upload.written, upload.size)
         session.send(wire.FileReady(fid=upload.fid, offset=upload.written, ref=request.ref))
 

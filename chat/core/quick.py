@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 
 from chat.config import Config
+from chat.core.limits import TokenBucket
 from chat.protocol import datagrams as dg
 from chat.protocol import messages as wire
 from chat.protocol.auth import new_udp_credentials
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.names import checked_nick, checked_room, checked_text, fold
-from chat.core.limits import TokenBucket
 
 if TYPE_CHECKING:
     from chat.core.session import Session

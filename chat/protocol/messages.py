@@ -194,8 +194,35 @@ REQUEST_TYPES = frozenset(cls.type for cls in ClientRequest.__args__)
 _json_decoder = msgspec.json.Decoder()
 
 
+class _StrictSay(msgspec.Struct, tag_field="type", tag="say", kw_only=True, forbid_unknown_fields=True):
+    """`say` with no field beyond its own: every field typed, so decoding it checks everything `decode_request` does."""
+
+    ref: Ref | None = None
+    room: str | None = None
+    to: str | None = None
+    text: str
+    cid: ClientId | None = None
+
+
+_strict_say_decoder = msgspec.json.Decoder(_StrictSay)
+
+
 def decode_request(raw: bytes) -> Request:
     """Header bytes to a typed request; ProtocolViolation(bad_request | unknown_type) otherwise.
+
+    The common `say` with only its own fields is decoded straight into its struct (typed decoding checks syntax,
+    UTF-8 and every field's type and range); anything else, or anything that fails that way, takes the general path
+    below, which finds the precise error.
+    """
+    try:
+        say = _strict_say_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return _decode_request(raw)
+    return Say(ref=say.ref, room=say.room, to=say.to, text=say.text, cid=say.cid)
+
+
+def _decode_request(raw: bytes) -> Request:
+    """The general path of `decode_request`.
 
     The header is first decoded as plain JSON, which checks syntax and UTF-8 everywhere, unknown fields included;
     then its nesting and integers are checked (PROTOCOL.md 8, "Request errors"); then it is converted to the

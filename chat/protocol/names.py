@@ -9,14 +9,17 @@ terminal escape sequence.
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from functools import lru_cache
 
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 
 MAX_NAME_CHARS = 32
 DEFAULT_MAX_TEXT_CHARS = 4000
 _NAME_PUNCTUATION = frozenset("_-.")
-_TEXT_CONTROLS_ALLOWED = frozenset("\n\t")
+# Category Cc is exactly C0, DEL and C1; newline and tab are allowed.
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def nfc(text: str) -> str:
@@ -24,6 +27,7 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+@lru_cache(maxsize=4096)
 def fold(name: str) -> str:
     """The comparison key of a valid name: NFC, case-folded, NFC again."""
     return nfc(nfc(name).casefold())
@@ -48,6 +52,7 @@ def name_char_allowed(char: str, position: int) -> bool:
     return category[0] == "L" or category == "Nd" or (category[0] == "M" and position > 0)
 
 
+@lru_cache(maxsize=4096)  # the same few room names and nicks arrive with every message
 def _checked_name(raw: str, code: ErrorCode, what: str) -> str:
     name = nfc(raw)
     problem = name_problem(name)
@@ -70,9 +75,9 @@ def text_problem(text: str, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str | No
     """Why `text` (already NFC) may not be sent, or None if it may."""
     if not 1 <= len(text) <= max_chars:
         return f"text must be 1 to {max_chars} characters, not {len(text)}"
-    for position, char in enumerate(text):
-        if unicodedata.category(char) == "Cc" and char not in _TEXT_CONTROLS_ALLOWED:
-            return f"control character U+{ord(char):04X} at position {position} is not allowed"
+    control = _TEXT_CONTROL.search(text)
+    if control is not None:
+        return f"control character U+{ord(control.group()):04X} at position {control.start()} is not allowed"
     return None
 
 

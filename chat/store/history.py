@@ -86,7 +86,7 @@ class FileRecord:
     created: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs a setattr call per field, per message
 class StoredMessage:
     """A message as kept: `room` for a room message, `recipient` (the recipient's nick, spelled as its holder
     spells it) for a private one; `file` when it announces a file."""
@@ -101,7 +101,7 @@ class StoredMessage:
     file: FileRecord | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs a setattr call per field, per message
 class Draft:
     """A message to store: who sent it (identity and nick), where, what, and its client id."""
 
@@ -120,7 +120,7 @@ class Draft:
     id: int | None = None  # allocated by the engine; None: the store's AUTOINCREMENT picks it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs a setattr call per field, per message
 class Appended:
     """The outcome of one draft: the stored message, and whether it was already stored under the same cid."""
 

@@ -70,9 +70,7 @@ class LoopStore:
     async def identity_for_token(self, token: str) -> int | None:
         return self.db.identity_for_token(token)
 
-    async def page(
-        self, scope: Scope, *, after: int | None = None, before: int | None = None, limit: int = 50
-    ) -> Page:
+    async def page(self, scope: Scope, *, after: int | None = None, before: int | None = None, limit: int = 50) -> Page:
         return self.db.page(scope, after=after, before=before, limit=limit)
 
     async def add_file(self, record: FileRecord) -> None:
