@@ -28,9 +28,10 @@ Invariants:
   that commit, so it sees that message.
 - Ids: as in HistoryStore, increasing and never reused; a draft's own `id` is kept if it is above the last one.
 
-Errors: a batch whose transaction fails (BEGIN, a statement, the `before_commit` hook, COMMIT) is rolled back;
-each of its drafts' callbacks gets None, each awaited write raises StoreError, and the exception is logged on
-`chat.store`. A failure inside one group of drafts (say an explicit id already taken) fails that group only: its
+Errors: a batch whose transaction fails (BEGIN, the `before_commit` hook, COMMIT) is rolled back; each of its
+drafts' callbacks gets None, each of its writes' futures raises StoreError, and the exception is logged on
+`chat.store`. A write whose own statement fails (say a file id already recorded) raises that error
+(sqlite3.IntegrityError) to its caller and leaves the rest of the batch to commit. A failure inside one group of drafts (say an explicit id already taken) fails that group only: its
 savepoint is rolled back, its callbacks get None, and the rest of the batch commits. An exception in a callback is
 logged and the next callback still runs. Cancelling a task awaiting a write does not cancel the write.
 
@@ -207,14 +208,17 @@ class AsyncStore:
         self._check_open()
         self._put(_Call(lambda store: store.hold_nick(key, nick, identity, now_ms), None))
 
-    async def create_identity(self, token: str, now_ms: int) -> int:
-        """A new identity for a freshly issued token, once committed."""
-        return int(await self._write(lambda store: store.create_identity(token, now_ms)))
+    # Writes are queued when called, not when first awaited: each returns a future, so call order is commit order
+    # even for a call whose result is awaited later (or never).
 
-    async def add_file(self, record: FileRecord) -> None:
-        """Record a stored file; submit the message announcing it after calling this (no need to await it first:
-        the queue keeps the order)."""
-        await self._write(lambda store: store.add_file(record))
+    def create_identity(self, token: str, now_ms: int) -> asyncio.Future[int]:
+        """A new identity for a freshly issued token, once committed."""
+        return self._write(lambda store: store.create_identity(token, now_ms))
+
+    def add_file(self, record: FileRecord) -> asyncio.Future[None]:
+        """Record a stored file. A message announcing it may be submitted right after the call, without awaiting
+        it first: the queue keeps the order, so the record is committed no later than the message."""
+        return self._write(lambda store: store.add_file(record))
 
     async def delete_older_than(self, cutoff_ms: int) -> int:
         """Drop messages sent before `cutoff_ms`; return how many. Runs as transactions of at most `delete_chunk`
@@ -222,25 +226,23 @@ class AsyncStore:
         chunk = self.delete_chunk
         total = 0
         while True:
-            removed = int(await self._write(lambda store: store.delete_older_than(cutoff_ms, limit=chunk)))
+            removed = await self._write(lambda store: store.delete_older_than(cutoff_ms, limit=chunk))
             total += removed
             if removed < chunk:
                 return total
 
-    async def delete_files_older_than(self, cutoff_ms: int) -> list[str]:
-        """Forget files stored before `cutoff_ms`; return their ids so their data can be removed."""
-        fids: list[str] = await self._write(lambda store: store.delete_files_older_than(cutoff_ms))
-        return fids
+    def delete_files_older_than(self, cutoff_ms: int) -> asyncio.Future[list[str]]:
+        """Forget files stored before `cutoff_ms`; the result is their ids, so their data can be removed."""
+        return self._write(lambda store: store.delete_files_older_than(cutoff_ms))
 
-    async def flush(self) -> None:
-        """Return once everything submitted before the call is committed and its callbacks have run."""
+    def flush(self) -> asyncio.Future[None]:
+        """Done once everything submitted before the call is committed and its callbacks have run."""
         self._check_open()
-        await self._queued(None)
+        return self._queued(None)
 
-    async def _write(self, run: Callable[[HistoryStore], T]) -> T:
+    def _write(self, run: Callable[[HistoryStore], T]) -> asyncio.Future[T]:
         self._check_open()
-        result: T = await self._queued(run)
-        return result
+        return self._queued(run)
 
     def _queued(self, run: Callable[[HistoryStore], Any] | None) -> asyncio.Future[Any]:
         assert self._loop is not None
