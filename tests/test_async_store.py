@@ -189,6 +189,25 @@ async def test_a_failing_write_raises_to_its_caller_and_the_batch_still_commits(
     assert [r.message.text for r in results.got if r is not None] == ["before", "after"]
 
 
+async def test_a_failing_group_of_drafts_fails_alone(
+    store: AsyncStore, gate: WriterGate, caplog: pytest.LogCaptureFixture
+) -> None:
+    results = Results()
+    gate.close()
+    store.submit(room_draft("held"), results.callback())
+    await gate.held()
+    store.submit(room_draft("good"), results.callback())
+    identity = store.create_identity("between the groups", 1)
+    store.submit(room_draft(None, cid="bad"), results.callback())  # type: ignore[arg-type]  # NOT NULL text
+    with caplog.at_level(logging.ERROR, logger="chat.store"):
+        gate.open()
+        held, good, bad = await results.wait_for(3)
+    assert held is not None and good is not None and bad is None
+    assert await identity > 0, "the write between the groups committed with them"
+    assert any("storing 1 message(s) failed" in r.getMessage() for r in caplog.records)
+    assert [m.text for m in (await store.page(Scope.room("lobby"))).messages] == ["held", "good"]
+
+
 async def test_reads_do_not_wait_for_a_held_writer_transaction(store: AsyncStore, gate: WriterGate) -> None:
     results = Results()
     store.submit(room_draft("committed"), results.callback())

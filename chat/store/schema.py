@@ -103,16 +103,17 @@ def schema_version(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(db: sqlite3.Connection, path: str, *, target: int = SCHEMA_VERSION) -> int:
-    """Bring the database up to `target`, one transaction per step; return the version it had.
+def migrate(db: sqlite3.Connection, path: str, *, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database up to `len(migrations)`, one transaction per step; return the version it had.
 
-    `db` must be in autocommit mode (isolation_level=None). Raises SchemaTooNew for a database above
-    SCHEMA_VERSION, before any change."""
+    `db` must be in autocommit mode (isolation_level=None). Raises SchemaTooNew for a database above the newest
+    version, before any change."""
     found = schema_version(db)
-    if found > SCHEMA_VERSION:
-        raise SchemaTooNew(path, found, SCHEMA_VERSION)
+    newest = len(migrations)
+    if found > newest:
+        raise SchemaTooNew(path, found, newest)
     version = found
-    while version < target:
+    while version < newest:
         db.execute("BEGIN IMMEDIATE")
         try:
             current = schema_version(db)  # another process may have migrated since we looked
@@ -120,7 +121,7 @@ def migrate(db: sqlite3.Connection, path: str, *, target: int = SCHEMA_VERSION) 
                 db.execute("ROLLBACK")
                 version = current
                 continue
-            MIGRATIONS[version](db)
+            migrations[version](db)
             db.execute(f"PRAGMA user_version = {version + 1}")
             db.execute("COMMIT")
         except BaseException:
