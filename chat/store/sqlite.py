@@ -32,9 +32,9 @@ Errors: a batch whose transaction fails (BEGIN, the `before_commit` hook, COMMIT
 drafts' callbacks gets None, each of its writes' futures raises StoreError, and the exception is logged on
 `chat.store`. A write whose own statement fails (say a file id already recorded) raises that error
 (sqlite3.IntegrityError) to its caller, and the rest of the batch commits. A failure inside one group of drafts
-(say a draft without text, refused by NOT NULL) fails that group only: its savepoint is rolled back, its callbacks get None
-(logged), and the rest of the batch commits. An exception in a callback is logged and the next callback still
-runs. Cancelling a task awaiting a write does not cancel the write.
+(say a draft without text, refused by NOT NULL) fails that group only: its savepoint is rolled back, its
+callbacks get None (logged), and the rest of the batch commits. An exception in a callback is logged and the
+next callback still runs. Cancelling a task awaiting a write does not cancel the write.
 
 Close: `close()` refuses new work, waits until everything queued is committed and its callbacks have run, closes
 the reader, then the writer checkpoints the WAL (TRUNCATE) and closes; calling it again waits for the same close.
