@@ -65,8 +65,15 @@ def thread_cpu(thread: threading.Thread) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
-async def async_store(path: Path, drafts: list[Draft], burst: int) -> None:
-    store = AsyncStore(path)
+def busy(microseconds: float) -> None:
+    """Python work holding the GIL, as a server's decoding and fan-out of one message would."""
+    deadline = time.perf_counter() + microseconds / 1e6
+    while time.perf_counter() < deadline:
+        pass
+
+
+async def async_store(path: Path, drafts: list[Draft], burst: int, work: float, max_batch: int = 4096) -> None:
+    store = AsyncStore(path, max_batch=max_batch)
     await store.start()
     writer = next(t for t in threading.enumerate() if t.name == "chat-store-writer")
     stored = 0
@@ -85,6 +92,8 @@ async def async_store(path: Path, drafts: list[Draft], burst: int) -> None:
     for start in range(0, total, burst):
         for draft in drafts[start : start + burst]:
             submit(draft, on_stored)
+            if work:
+                busy(work)
         await asyncio.sleep(0)  # one loop turn, as between reads of a server's connections
     await done.wait()
     elapsed = time.perf_counter() - started
@@ -94,6 +103,8 @@ async def async_store(path: Path, drafts: list[Draft], burst: int) -> None:
     print(f"AsyncStore: {total:,} messages in {elapsed:.2f} s: {total / elapsed:,.0f} messages/s, "
           f"{elapsed / total * 1e6:.2f} us each")  # fmt: skip
     print(f"  {batches:,} transactions, {messages / max(batches, 1):,.0f} messages each on average")
+    if work:
+        print(f"  with {work:g} us of Python work per message on the loop: at best {1e6 / work:,.0f} messages/s")
     print(f"  CPU per message: loop thread {loop_cpu / total * 1e6:.2f} us (submit, delivery, callback), "
           f"writer thread {writer_cpu / total * 1e6:.2f} us (rows, results, SQLite)")  # fmt: skip
 
@@ -116,6 +127,10 @@ def main() -> int:
     parser.add_argument("--prefill", type=int, default=0, help="messages in the database before the run")
     parser.add_argument("--cids", choices=["random", "time", "none"], default="random", help="see make_cid")
     parser.add_argument("--no-sync", action="store_true", help="skip the HistoryStore comparison")
+    parser.add_argument("--max-batch", type=int, default=4096, help="AsyncStore's max_batch")
+    parser.add_argument(
+        "--loop-work", type=float, default=0.0, metavar="US", help="Python work per message on the loop thread (us)"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="chat-bench-store-"))
     try:
@@ -131,7 +146,7 @@ def main() -> int:
             if args.prefill:
                 shutil.copy(base, path)
             if name == "async":
-                run_event_loop(async_store(path, drafts, args.burst))  # type: ignore[arg-type]
+                run_event_loop(async_store(path, drafts, args.burst, args.loop_work, args.max_batch))  # type: ignore[arg-type]
             else:
                 sync_store(path, drafts, args.burst)
     finally:

@@ -174,6 +174,7 @@ async def test_a_failed_transaction_gives_none_to_each_callback_and_logs_it(
     store.submit(room_draft("after", cid="c0"), results.callback())
     (*_, after) = await results.wait_for(4)
     assert after is not None and not after.duplicate, "the failed batch left nothing behind, not even its cids"
+    assert after.message.id == 1, "nor used up any id"
 
 
 async def test_a_failing_write_raises_to_its_caller_and_the_batch_still_commits(store: AsyncStore) -> None:

@@ -63,11 +63,12 @@ _INSERT = (
 )
 _ROW = "(?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _FIELDS = 13
-# Rows per INSERT statement: one statement per chunk instead of one per row (executemany) is a third cheaper, and
-# it lets go of the GIL once per chunk rather than once per row, which is what keeps the writer thread from
-# queueing behind a busy event loop for the GIL. Batches are cut into these sizes, so a handful of statements
-# stay prepared in the statement cache.
-_CHUNKS = (256, 64, 16, 4, 1)
+# Rows per INSERT statement (13 parameters each, under SQLite's limit of 32,766). Many rows per statement instead of
+# one (executemany) is a third cheaper in SQLite, and above all it takes the GIL back once per statement rather than
+# once per row: each time the writer thread wants the GIL back from a busy event loop it may wait for the loop's
+# next pause, so the writer's round trips per transaction bound the group-commit rate (scripts/bench_store.py
+# --loop-work). A batch is one statement of `_CHUNK` rows per full chunk and one of the exact size for the rest.
+_CHUNK = 2048
 
 
 def _row(row: tuple[Any, ...]) -> StoredMessage:
@@ -108,9 +109,9 @@ def _page_sql(scope: Scope, after: int | None, before: int | None, limit: int) -
     return sql, [*all_params, limit]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _insert_sql(size: int) -> str:
-    """An INSERT of `size` rows (cached: a few sizes only, see _CHUNKS)."""
+    """An INSERT of `size` rows."""
     return _INSERT + ",".join([_ROW] * size)
 
 
@@ -120,7 +121,7 @@ class _Plan:
     `rows` holds (draft index, id) of each row to insert and `params` their values in one flat list; a repeat of a
     cid earlier in the batch gets the earlier draft's message; an explicit id not above the last one, None."""
 
-    __slots__ = ("drafts", "originals", "params", "repeats", "rows")
+    __slots__ = ("drafts", "last", "originals", "params", "repeats", "rows")
 
     def __init__(self, drafts: Sequence[Draft], originals: dict[int, Appended], last: int) -> None:
         self.drafts = drafts
@@ -153,6 +154,7 @@ class _Plan:
                 None if file is None else file.fid,
             )  # fmt: skip
             rows.append((index, last))
+        self.last = last
 
     def results(self) -> list[Appended | None]:
         """One result per draft, once the rows are in."""
@@ -196,6 +198,7 @@ class HistoryStore:
             cache_kib=cache_kib,
             checkpoint_pages=checkpoint_pages,
         )
+        self._last: int | None = None  # the last id, known while only this connection writes messages
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -218,6 +221,7 @@ class HistoryStore:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
+            self.rolled_back()
             raise
         self._db.execute("COMMIT")
 
@@ -277,29 +281,36 @@ class HistoryStore:
         if not drafts:
             return []
         db = self._db
+        last = self._last if self._last is not None else self.last_id()
         db.execute("SAVEPOINT drafts")
         try:
-            results = self._insert_new(drafts)
-            if results is None:  # some cid was stored already: the slow path
+            plan = self._insert_new(drafts, last)
+            if plan is None:  # some cid was stored already: the slow path
                 db.execute("ROLLBACK TO drafts")
-                results = self._insert_known(drafts)
+                plan = self._insert_known(drafts, last)
         except BaseException:
+            self._last = None
             db.execute("ROLLBACK TO drafts")
             db.execute("RELEASE drafts")
             raise
         db.execute("RELEASE drafts")
-        return results
+        self._last = plan.last
+        return plan.results()
 
-    def _insert_new(self, drafts: Sequence[Draft]) -> list[Appended | None] | None:
+    def rolled_back(self) -> None:
+        """Forget what this connection remembers of its transaction (the last id), after a ROLLBACK of it."""
+        self._last = None
+
+    def _insert_new(self, drafts: Sequence[Draft], last: int) -> _Plan | None:
         """The fast path; None if a cid turned out to be stored already (the caller undoes what it did)."""
-        plan = _Plan(drafts, {}, self.last_id())
+        plan = _Plan(drafts, {}, last)
         try:
             self._insert_rows(plan.params, len(plan.rows))
         except sqlite3.IntegrityError:  # most likely a cid stored before; the slow path tells
             return None
-        return plan.results()
+        return plan
 
-    def _insert_known(self, drafts: Sequence[Draft]) -> list[Appended | None]:
+    def _insert_known(self, drafts: Sequence[Draft], last: int) -> _Plan:
         """The slow path: find each cid's original first, then store only the drafts that are new."""
         originals: dict[int, Appended] = {}
         looked_up: set[tuple[int, str]] = set()
@@ -312,23 +323,17 @@ class HistoryStore:
             ).fetchone()
             if row is not None:
                 originals[index] = Appended(_row(row), duplicate=True)
-        plan = _Plan(drafts, originals, self.last_id())
+        plan = _Plan(drafts, originals, last)
         self._insert_rows(plan.params, len(plan.rows))
-        return plan.results()
+        return plan
 
     def _insert_rows(self, params: list[object], count: int) -> None:
-        """Insert `count` rows of flat `params` in as few statements as `_CHUNKS` allows."""
+        """Insert `count` rows of flat `params`, `_CHUNK` rows per statement."""
         execute = self._db.execute
-        start = 0
-        for size in _CHUNKS:
-            if count < size:
-                continue
-            sql = _insert_sql(size)
-            step = size * _FIELDS
-            while count >= size:
-                execute(sql, params[start : start + step])
-                start += step
-                count -= size
+        step = _CHUNK * _FIELDS
+        for start in range(0, count * _FIELDS, step):
+            part = params[start : start + step]
+            execute(_insert_sql(len(part) // _FIELDS), part)
 
     def page(self, scope: Scope, *, after: int | None = None, before: int | None = None, limit: int = 50) -> Page:
         """A page of `scope`, ascending. With `after` (alone or with `before`): the oldest `limit` above it; with

@@ -342,6 +342,7 @@ class AsyncStore:
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                store.rolled_back()
                 raise
         except Exception as exc:
             logger.exception("a transaction of %d item(s) failed; nothing of it was stored", len(items))
