@@ -22,7 +22,9 @@ Invariants:
 - Ack after commit: no callback runs and no write's result is delivered before the COMMIT that made it durable
   has returned.
 - Order: the writer runs items in the order they were queued, message drafts and other writes alike (so a file
-  record is committed no later than the message announcing it); callbacks run in submit order.
+  record is committed no later than the message announcing it); callbacks run in submit order. Writes are queued
+  when called, not when awaited: each returns a future, so `store.add_file(record); store.submit(draft, cb)`
+  keeps that order without an await between them.
 - Read your acknowledged writes: the reader starts a new read transaction for each read, after the read was
   issued; a read issued after a callback ran (or after a write's result arrived, or after `flush()`) starts after
   that commit, so it sees that message.
