@@ -1,4 +1,4 @@
-"""Command-line entry points: `chat-server`."""
+"""Command-line entry points: `chat-server` (serve) and `chat-server backup DEST` (copy the live database)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -18,7 +19,12 @@ logger = logging.getLogger("chat.server")
 
 
 def _server_arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chat-server", description="Run a chat server for the local network.")
+    parser = argparse.ArgumentParser(
+        prog="chat-server",
+        description="Run a chat server for the local network.",
+        epilog="chat-server backup DEST copies the history database, also while a server runs on it "
+        "(chat-server backup --help).",
+    )
     parser.add_argument("--config", type=Path, help="config file (default: ./config.toml if it exists)")
     parser.add_argument("--host", help="address to listen on ([server] host)")
     parser.add_argument("--port", type=int, help="TCP port, 0 for any free port ([server] port)")
@@ -71,9 +77,47 @@ async def _serve(config: Config) -> int:
     return 0
 
 
+def _backup_arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-server backup",
+        description="Copy the history database into DEST, a new file: a consistent snapshot taken with SQLite's "
+        "online backup, also while a server is serving on it (it goes on serving).",
+    )
+    parser.add_argument("dest", type=Path, metavar="DEST", help="the new file (never replaces one)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="read [history] database from this config file")
+    source.add_argument("--database", type=Path, help="the SQLite history file to copy")
+    parser.add_argument("--pages", type=int, default=1024, help="pages copied per step (default 1024)")
+    return parser
+
+
+def backup_main(argv: Sequence[str]) -> int:
+    """`chat-server backup DEST [--config PATH | --database PATH]`: 0 once DEST holds a checked copy, else 1."""
+    from chat.store.backup import backup
+    from chat.store.errors import StoreError
+
+    args = _backup_arguments().parse_args(argv)
+    try:
+        source = args.database or Path(load_config(config_file(args.config)).history.database)
+        result = backup(source, args.dest, pages=args.pages)
+    except (ConfigError, StoreError, sqlite3.Error, OSError) as exc:
+        print(f"chat-server backup: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"chat-server backup: {source} -> {result.dest}: {result.pages} pages in {result.steps} steps, "
+        f"{result.seconds:.2f} s, last message id {result.last_id}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def server_main(argv: Sequence[str] | None = None) -> int:
-    """`chat-server`: start the server and run until SIGINT or SIGTERM (exit 0 after a clean shutdown)."""
-    args = _server_arguments().parse_args(argv)
+    """`chat-server`: start the server and run until SIGINT or SIGTERM (exit 0 after a clean shutdown);
+    `chat-server backup ...`: see backup_main."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["backup"]:
+        return backup_main(arguments[1:])
+    args = _server_arguments().parse_args(arguments)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

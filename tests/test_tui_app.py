@@ -434,6 +434,8 @@ async def test_quit_exits_zero_and_a_restart_shows_what_came_meanwhile_once(
     again = await start_tui(server, state=state)
     await again.wait_for(lambda: "while you were away" in again.texts("bob", Kind.PRIVATE), "the missed message")
     await again.wait_for(lambda: "room while away" in again.texts(), "the missed room message")
+    # the conversation's older messages are fetched after the login's page: wait for them, then check each once
+    await again.wait_for(lambda: "before" in again.texts("bob", Kind.PRIVATE), "the older private message")
     assert again.texts("bob", Kind.PRIVATE) == ["before", "while you were away"]
     assert [t for t in again.texts() if "before" in t or "away" in t] == ["room before", "room while away"]
     lobby = again.conversation("lobby")

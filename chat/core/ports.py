@@ -13,12 +13,12 @@ batch (`Peer.send_batch`) and may re-encode for that one peer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Protocol
 
 from chat.protocol.errors import ErrorCode
 from chat.protocol.messages import Ref, ServerFrame
-from chat.store.history import Appended, Draft, FileRecord, NickHolder, Page, Scope
+from chat.store.records import Appended, Draft, FileRecord, NickHolder, Page, Scope
 
 StoredCallback = Callable[[Appended | None], None]  # None: the store failed
 
@@ -98,7 +98,9 @@ class Store(Protocol):
         """Record (ordered with the appends) that `identity` holds the nick."""
         ...
 
-    async def create_identity(self, token: str, now_ms: int) -> int: ...
+    def create_identity(self, token: str, now_ms: int) -> Awaitable[int]:
+        """A new identity, queued in order with the appends."""
+        ...
 
     async def identity_for_token(self, token: str) -> int | None: ...
 
@@ -106,7 +108,9 @@ class Store(Protocol):
         self, scope: Scope, *, after: int | None = None, before: int | None = None, limit: int = 50
     ) -> Page: ...
 
-    async def add_file(self, record: FileRecord) -> None: ...
+    def add_file(self, record: FileRecord) -> Awaitable[None]:
+        """Record a stored file, queued before any message submitted after this call."""
+        ...
 
     async def file(self, fid: str) -> FileRecord | None: ...
 
@@ -116,6 +120,10 @@ class Store(Protocol):
 
     async def load_nicks(self) -> dict[str, NickHolder]: ...
 
-    async def flush(self) -> None:
-        """Return when everything submitted so far is committed and its callbacks have run."""
+    async def delete_older_than(self, cutoff_ms: int) -> int: ...
+
+    def delete_files_older_than(self, cutoff_ms: int) -> Awaitable[list[str]]: ...
+
+    def flush(self) -> Awaitable[None]:
+        """Done when everything submitted so far is committed and its callbacks have run."""
         ...

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from chat.core.rooms import RoomDirectory
-from chat.store.history import NickHolder
+from chat.store.records import NickHolder
 
 if TYPE_CHECKING:
     from chat.core.session import Session

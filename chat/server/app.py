@@ -24,7 +24,7 @@ from chat.protocol.messages import encode_error
 from chat.server.tcp import FrameCodec, TcpConnection, TurnWriter
 from chat.server.udp import QuickChannel
 from chat.store.history import now_ms
-from chat.store.loopstore import LoopStore
+from chat.store.sqlite import AsyncStore
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,11 @@ class ChatServer:
         self.host = config.server.host
         self.port = config.server.port
         self.udp_port = config.server.udp_port
-        self.connections: set[Session] = set()
+        self.connections: dict[Session, TcpConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._udp: QuickChannel | None = None
-        self._store: LoopStore | None = None
+        self._store: AsyncStore | None = None
         self._turn: TurnWriter | None = None
         self._codec = FrameCodec()
         limits = config.limits
@@ -67,7 +67,7 @@ class ChatServer:
         """Open the store and both listeners; the bound ports are in `.port` and `.udp_port`."""
         loop = asyncio.get_running_loop()
         history = self.config.history
-        self._store = LoopStore(history.database, synchronous=history.synchronous)
+        self._store = AsyncStore(history.database, synchronous=history.synchronous)
         await self._store.start()
         engine = LocalEngine(lambda: turn.schedule())
         turn = self._turn = TurnWriter(loop, engine.flush)
@@ -146,7 +146,7 @@ class ChatServer:
         session = connection.session = Session(
             connection, TokenBucket(limits.messages_per_second, limits.burst, now), now
         )
-        self.connections.add(session)
+        self.connections[session] = connection
         logger.debug("connection from %r", connection.address)
         self.service.greet(session)
         task = asyncio.create_task(self._serve(connection, session))
@@ -160,7 +160,7 @@ class ChatServer:
             logger.exception("%r: connection crashed", session)
         finally:
             self.service.connection_lost(session)
-            self.connections.discard(session)
+            self.connections.pop(session, None)
 
     async def _sweep(self) -> None:
         """Keepalive pings and timeouts for every connection, and the retention sweep now and then."""
@@ -195,6 +195,8 @@ class ChatServer:
         server.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        for connection in self.connections.values():
+            connection.stop_reading()  # what is read is answered; nothing more is read
         await self.service.store.flush()
         for session in list(self.connections):
             session.close_with(ErrorCode.SERVER_SHUTDOWN, "the server is shutting down")

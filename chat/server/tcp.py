@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -124,7 +124,7 @@ class TcpConnection:
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.transport = writer.transport
+        self.transport = cast(asyncio.Transport, writer.transport)  # a stream's transport reads and writes
         self.address = writer.get_extra_info("peername")
         self.codec = codec
         self.limits = limits
@@ -190,6 +190,11 @@ class TcpConnection:
         self.write_out()
         if self.transport.get_write_buffer_size() > DRAIN_LOW_WATER:
             await self.writer.drain()
+
+    def stop_reading(self) -> None:
+        """Read nothing more (the server is shutting down)."""
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
 
     # --- writing -------------------------------------------------------------------------------------------------
 
