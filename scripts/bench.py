@@ -110,14 +110,14 @@ class Generators:
     """The generator processes of one run: started here, each pinned to the generator CPUs, ended by its PID."""
 
     def __init__(self, cpus: Sequence[int]) -> None:
-        self.cpus = list(cpus)
+        self.cpus = list(cpus)  # empty: not pinned
         self.context = multiprocessing.get_context("spawn")
         self.processes: list[multiprocessing.process.BaseProcess] = []
         self.pipes: list[multiprocessing.connection.Connection] = []
 
     def start(self, role: str, spec: object, shared: Shared) -> None:
         here, there = self.context.Pipe()
-        cpus = [self.cpus[len(self.processes) % len(self.cpus)]] if len(self.cpus) > 1 else self.cpus
+        cpus = [self.cpus[len(self.processes) % len(self.cpus)]] if self.cpus else []
         process = self.context.Process(target=worker_entry, args=(role, there, spec, shared, cpus), daemon=True)
         process.start()
         there.close()
@@ -169,7 +169,7 @@ class Generators:
 def server_and_generators(ctx: Context, loop: str) -> Iterator[tuple[ServerProcess, Generators]]:
     """A fresh server and an empty set of generators; both ended afterwards, the server first."""
     server = ServerProcess(ctx.settings.config, loop, ctx.settings.server_cpus)
-    generators = Generators(ctx.settings.generator_cpus)
+    generators = Generators(ctx.settings.generator_cpus if ctx.settings.server_cpus else [])
     try:
         server.start()
         yield server, generators
@@ -211,7 +211,7 @@ def cpu_figures(ctx: Context, window: Window, done: Sequence[Body], processes: i
         "gen_cpu_util": round(generator_util, 3),
         "gen_cpu_util_by_process": [round(body["cpu_s"] / wall, 3) for body in done],
         "gen_procs": len(done),
-        "bottleneck": "+".join(saturated) or "neither saturated",
+        "bottleneck": "+".join(saturated) or "neither",
     }
 
 
@@ -582,8 +582,8 @@ def median_spread(values: Sequence[float]) -> str:
 
 def table(records: Sequence[Record]) -> str:
     """One row per case and size: each loop's median, the uvloop/asyncio ratio, integrity and CPU."""
-    columns = ("case", "size", "figure", "uvloop", "asyncio", "uvloop/asyncio", "lost/dup/reord", "server CPU",
-               "gen CPU", "bottleneck")  # fmt: skip
+    columns = ("case", "size", "figure", "uvloop", "asyncio", "uvloop/asyncio", "lost/dup/reord", "server CPU u/a",
+               "gen CPU u/a", "saturated u/a")  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     keys = list(dict.fromkeys((r["case"], r["label"]) for r in records))
     for case, label in keys:
@@ -597,13 +597,15 @@ def table(records: Sequence[Record]) -> str:
                 medians[loop] = statistics.median(values)
         ratio = "-"
         if medians.get("asyncio") and "uvloop" in medians:
-            ratio = f"{medians['uvloop'] / medians['asyncio']:.2f}" + (" (higher is better)" if higher_better else "")
-        integrity = "/".join(str(sum(r.get(k, 0) or 0 for r in group)) for k in ("lost", "dup", "reordered"))
-        if case == "storm":
-            integrity = "/".join(str(sum(r.get(k, 0) or 0 for r in group)) for k in ("lost", "dup", "unexpected"))
+            better = "higher" if higher_better else "lower"
+            ratio = f"{medians['uvloop'] / medians['asyncio']:.2f} ({better} is better)"
+        integrity_keys = ("lost", "dup", "unexpected") if case == "storm" else ("lost", "dup", "reordered")
+        integrity = "/".join(str(sum(r.get(k, 0) or 0 for r in group)) for k in integrity_keys)
         cpu = "/".join(_median_of(group, "server_cpu_util", loop) for loop in LOOPS)
         gen = "/".join(_median_of(group, "gen_cpu_util", loop) for loop in LOOPS)
-        bottleneck = ", ".join(sorted({r.get("bottleneck", "-") for r in group}))
+        bottleneck = " / ".join(
+            ", ".join(sorted({r.get("bottleneck", "-") for r in group if r["loop"] == loop})) or "-" for loop in LOOPS
+        )
         if not all(r["ok"] for r in group):
             bottleneck += " (PROBLEMS: see the JSON lines)"
         lines.append(f"| {case} | {label} | {unit} | {cells[0]} | {cells[1]} | {ratio} | {integrity} | {cpu} | {gen} | "
