@@ -44,7 +44,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchwire as wire
-from benchlib import ServerProcess, listen_queue_counters, machine_description, raise_open_files_limit
+from benchlib import (
+    CLOCK_TICKS,
+    ServerProcess,
+    listen_queue_counters,
+    machine_description,
+    raise_open_files_limit,
+    steal_ticks,
+)
 from benchstorm import StormSpec
 from benchworkers import IdleSpec, PacedSpec, RelaySpec, Shared, worker_entry
 
@@ -85,6 +92,7 @@ class Settings:
     server_cpus: list[int]
     generator_cpus: list[int]
     table: bool = True
+    ceiling: bool = False
 
 
 @dataclass
@@ -169,6 +177,8 @@ class Generators:
 def server_and_generators(ctx: Context, loop: str) -> Iterator[tuple[ServerProcess, Generators]]:
     """A fresh server and an empty set of generators; both ended afterwards, the server first."""
     server = ServerProcess(ctx.settings.config, loop, ctx.settings.server_cpus)
+    if ctx.settings.ceiling:
+        server.command = (sys.executable, str(ROOT / "scripts" / "bench_relay.py"))
     generators = Generators(ctx.settings.generator_cpus if ctx.settings.server_cpus else [])
     try:
         server.start()
@@ -187,14 +197,21 @@ class Window:
     server_cpu_at_start: float = 0.0
     wall_s: float = 0.0
     server_cpu_s: float = 0.0
+    steal_at_start: dict[str, int] = field(default_factory=dict)
+    steal_ms: dict[str, int] = field(default_factory=dict)
 
-    def start(self, server: ServerProcess) -> None:
+    def start(self, server: ServerProcess | None) -> None:
         self.started = time.monotonic()
-        self.server_cpu_at_start = server.cpu_seconds()
+        self.steal_at_start = steal_ticks()
+        if server is not None:
+            self.server_cpu_at_start = server.cpu_seconds()
 
-    def stop(self, server: ServerProcess) -> None:
+    def stop(self, server: ServerProcess | None) -> None:
         self.wall_s = time.monotonic() - self.started
-        self.server_cpu_s = server.cpu_seconds() - self.server_cpu_at_start
+        if server is not None:
+            self.server_cpu_s = server.cpu_seconds() - self.server_cpu_at_start
+        ticks = steal_ticks()
+        self.steal_ms = {cpu: (ticks[cpu] - self.steal_at_start.get(cpu, 0)) * 1000 // CLOCK_TICKS for cpu in ticks}
 
 
 def cpu_figures(ctx: Context, window: Window, done: Sequence[Body], processes: int) -> Record:
@@ -211,6 +228,7 @@ def cpu_figures(ctx: Context, window: Window, done: Sequence[Body], processes: i
         "gen_cpu_util": round(generator_util, 3),
         "gen_cpu_util_by_process": [round(body["cpu_s"] / wall, 3) for body in done],
         "gen_procs": len(done),
+        "steal_ms": window.steal_ms,
         "bottleneck": "+".join(saturated) or "neither",
     }
 
@@ -242,6 +260,8 @@ def run_flood(ctx: Context, loop: str, receivers: int) -> Record:
     shared = Shared(lows=RawArray("q", processes), final=RawValue("q", -1))
     params = {"receivers": receivers, "senders": 1, "window": window_size, "text_chars": wire.TEXT_CHARS}
     params |= {"messages": fixed} if fixed else {"send_seconds": duration}
+    if settings.ceiling:
+        params["server"] = "scripts/bench_relay.py: relays only, the generator's ceiling"
     with server_and_generators(ctx, loop) as (server, generators):
         for slot, share in enumerate(split(range(receivers), processes)):
             spec = RelaySpec(
@@ -439,13 +459,13 @@ def run_storm(ctx: Context, loop: str, clients: int) -> Record:
         queue_before = listen_queue_counters()
         generators.send_all("go", {})
         killed_ns = time.monotonic_ns()
-        window.started = time.monotonic()
+        window.start(None)
         exit_status = server.stop()
         stopped_ns = time.monotonic_ns()
         server.start()
         listening_ns = time.monotonic_ns()
         done = generators.collect("done", settings.storm_timeout + 30)
-        window.wall_s = time.monotonic() - window.started
+        window.stop(None)
         window.server_cpu_s = server.cpu_seconds()  # the new server's CPU time since its start
     resumed = sorted(at for body in done for at in body["resumed_ns"])
     since_kill = [(at - killed_ns) / 1e9 for at in resumed]
@@ -562,6 +582,9 @@ def summary_line(record: Record) -> str:
         extra = f" (p50 {record.get('p50_us')} p90 {record.get('p90_us')} max {record.get('max_us')})"
     checks = " ".join(f"{k} {record[k]}" for k in ("lost", "dup", "reordered") if k in record)
     state = "ok" if record["ok"] else "PROBLEM: " + "; ".join(record["problems"])[:400]
+    steal = ",".join(f"{cpu} {ms}" for cpu, ms in record.get("steal_ms", {}).items() if ms)
+    if steal:
+        state += f" | steal ms {steal}"
     return (
         f"{record['case']:<8} {record['label']:<14} {record['loop']:<8} rep {record['rep']}: {shown} {unit}{extra} "
         f"{checks} | server CPU {record.get('server_cpu_util', '-')} gen CPU {record.get('gen_cpu_util', '-')} "
@@ -673,7 +696,7 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--reps", type=int, default=1, help="repetitions of each run (the table shows the median)")
     parser.add_argument("--loop", choices=[*LOOPS, "both"], default="both", help="the server's event loop")
     parser.add_argument("--config", type=Path, default=ROOT / "scripts" / "bench.toml", help="server config")
-    default_out = Path(tempfile.gettempdir()) / "chat-bench" / "results.jsonl"
+    default_out = Path(tempfile.gettempdir()) / "chat-scripts-bench" / "results.jsonl"
     parser.add_argument("--out", type=Path, default=default_out, help=f"JSON lines appended here ({default_out})")
     parser.add_argument("--receivers", type=int, action="append", help="flood receivers (repeatable; 10 100 1000)")
     parser.add_argument("--messages", type=int, help="flood: send exactly this many instead of for --duration")
@@ -688,6 +711,12 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--generator-processes", type=int, help="generator processes (one per generator CPU)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the generators to CPUs")
     parser.add_argument("--no-table", action="store_true", help="print no table at the end")
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="flood against scripts/bench_relay.py (relays, stores nothing) instead of chat-server: the generator's "
+        "ceiling",
+    )
     args = parser.parse_args(argv)
     try:
         secret = load_config(args.config, environ={}).server.secret or None
@@ -695,6 +724,8 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         parser.error(str(exc))
     clients = args.clients or (1000 if args.quick else 5000)
     server_cpus, generator_cpus = cpu_layout(not args.no_pin)
+    if args.ceiling:
+        args.case, args.loop = ["flood"], "uvloop"  # the relay runs on uvloop and knows no more than a flood
     return Settings(
         cases=args.case or list(CASES),
         loops=list(LOOPS) if args.loop == "both" else [args.loop],
@@ -720,6 +751,7 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
         server_cpus=server_cpus,
         generator_cpus=generator_cpus,
         table=not args.no_table,
+        ceiling=args.ceiling,
     )
 
 

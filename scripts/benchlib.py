@@ -109,6 +109,17 @@ def proc_rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def steal_ticks() -> dict[str, int]:
+    """Per CPU, the time the hypervisor ran something else while this machine wanted to run (/proc/stat), in clock
+    ticks: a benchmark on a virtual machine is only as steady as this."""
+    ticks = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0].startswith("cpu") and fields[0] != "cpu" and len(fields) > 8:
+            ticks[fields[0]] = int(fields[8])
+    return ticks
+
+
 def listen_queue_counters() -> dict[str, int]:
     """TcpExt ListenOverflows and ListenDrops from /proc/net/netstat: connections the kernel refused because a
     listen queue was full (counted for the whole network namespace, not per socket)."""
@@ -155,6 +166,7 @@ class ServerProcess:
     cpus: Sequence[int] = ()
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chat-bench-")))
     port: int = 0
+    command: Sequence[str] = ()  # instead of chat-server (scripts/bench_relay.py for --ceiling); gets --port N
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -176,6 +188,8 @@ class ServerProcess:
             "--host", "127.0.0.1", "--port", str(self.port), "--udp-port", "0",
             "--database", str(self.workdir / "bench.db"),
         ]  # fmt: skip
+        if self.command:
+            command = [*self.command, "--port", str(self.port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         cpus = set(self.cpus)
 
