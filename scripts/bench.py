@@ -258,7 +258,7 @@ def run_flood(ctx: Context, loop: str, receivers: int) -> Record:
     timeout = (duration or 0) + (60 if fixed else 30)
     processes = ctx.processes(receivers)
     shared = Shared(lows=RawArray("q", processes), final=RawValue("q", -1))
-    params = {"receivers": receivers, "senders": 1, "window": window_size, "text_chars": wire.TEXT_CHARS}
+    params: Record = {"receivers": receivers, "senders": 1, "window": window_size, "text_chars": wire.TEXT_CHARS}
     params |= {"messages": fixed} if fixed else {"send_seconds": duration}
     if settings.ceiling:
         params["server"] = "scripts/bench_relay.py: relays only, the generator's ceiling"
@@ -273,7 +273,7 @@ def run_flood(ctx: Context, loop: str, receivers: int) -> Record:
         generators.collect("ready", 300)
         window = Window()
         queue_before = listen_queue_counters()
-        start_run(server, generators, window)
+        t0_ns = start_run(server, generators, window)
         done = generators.collect("done", timeout + 30)
         window.stop(server)
     sender = next(body["sender"] for body in done if body["sender"])
@@ -287,6 +287,10 @@ def run_flood(ctx: Context, loop: str, receivers: int) -> Record:
         "deliveries_per_s": round(delivered / elapsed),
         "messages_per_s": round(sender["sent"] / elapsed),
         "window_waits": sender["window_waits"],
+        "measured_s": round(window.wall_s, 3),
+        "send_started_after_s": round((sender["first_send_ns"] - t0_ns) / 1e9, 3),
+        "send_stopped_after_s": round((sender["last_send_ns"] - t0_ns) / 1e9, 3),
+        "last_delivery_after_s": round((last - t0_ns) / 1e9, 3),
     }
     return relay_record(ctx, "flood", loop, params, figures, done, window, processes, queue_before)
 
@@ -448,7 +452,7 @@ def run_storm(ctx: Context, loop: str, clients: int) -> Record:
     room_size = settings.storm_room_size
     rooms = max(1, clients // room_size)
     processes = ctx.processes(rooms)
-    params = {"clients": rooms * room_size, "room_size": room_size, "messages_before": 2, "messages_after": 2}
+    params: Record = {"clients": rooms * room_size, "room_size": room_size, "messages_before": 2, "messages_after": 2}
     params |= {"udp": False, "backoff": "library defaults (0.2 s doubling to 5 s, jitter 0.5)"}
     with server_and_generators(ctx, loop) as (server, generators):
         for share in split(range(rooms), processes):

@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import ssl as ssl_module
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -57,7 +58,7 @@ class SourceBoundConnection(Connection):
 
 def bind_clients_to_source_addresses() -> None:
     """Make every `Client` of this process open its connections through SourceBoundConnection."""
-    client_module.Connection = SourceBoundConnection  # type: ignore[misc]
+    client_module.Connection = SourceBoundConnection  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -196,9 +197,8 @@ async def storm(channel: Channel, spec: StormSpec) -> None:
         watcher.cancel()
 
 
-async def _until(condition: object, timeout: float) -> bool:
+async def _until(condition: Callable[[], bool], timeout: float) -> bool:
     """Poll `condition()` every 20 ms; False if it still fails after `timeout` seconds."""
-    assert callable(condition)
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

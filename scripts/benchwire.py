@@ -330,7 +330,7 @@ class Deliveries:
         the seq digits expected next right after it, prove the seqs.
         """
         header_len, payload_len = PREFIX.unpack_from(buffer)
-        length = PREFIX_SIZE + header_len + payload_len
+        length: int = PREFIX_SIZE + header_len + payload_len
         count = size // length
         if count < COLUMN_CHECK_MIN_FRAMES:
             return 0
@@ -455,7 +455,8 @@ class Watermark:
         """The lowest next-expected seq over every receiver of every process."""
         if self.slots is None:
             return self.local_low
-        return min(self.local_low, *(self.slots[i] for i in range(len(self.slots)) if i != self.slot))
+        others = (int(self.slots[i]) for i in range(len(self.slots)) if i != self.slot)
+        return min(self.local_low, *others)
 
     async def wait(self, timeout: float) -> None:
         """Until the local low mark moves, or `timeout` (other processes' marks are only polled)."""
@@ -484,7 +485,7 @@ def _counts(values: Sequence[int]) -> dict[int, int]:
 
 
 def _round3(value: int) -> int:
-    scale = 10 ** (len(str(value)) - 3)
+    scale: int = 10 ** (len(str(value)) - 3)
     return (value // scale) * scale
 
 

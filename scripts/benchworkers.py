@@ -25,7 +25,7 @@ import socket
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -92,13 +92,6 @@ class IdleSpec:
     timeout_s: float
     warm_up: bool = False
     concurrency: int = SETUP_CONCURRENCY
-
-
-@dataclass
-class WorkerReport:
-    """What one process sent back: its `done` body."""
-
-    body: Body = field(default_factory=dict)
 
 
 def worker_entry(role: str, pipe: Connection, spec: Any, shared: Shared, cpus: Sequence[int]) -> None:
@@ -342,7 +335,7 @@ def paced_senders(pipe: Connection, spec: PacedSpec, shared: Shared) -> None:
     deadline_ns = t0_ns + int(spec.timeout_s * 1e9)
 
     def due_ns(index: int, seq: int) -> int:
-        return t0_ns + int(offsets_ns[index] + seq * period_ns)
+        return int(t0_ns + offsets_ns[index] + seq * period_ns)
 
     while time.monotonic_ns() < deadline_ns and (any(n < spec.messages for n in sent) or any(unsent)):
         now = time.monotonic_ns()
@@ -390,8 +383,9 @@ def paced_senders(pipe: Connection, spec: PacedSpec, shared: Shared) -> None:
     }
     pipe.send(("done", body))
     while True:  # keep reading the echoes until the main process is done
-        readable, _, _ = select.select([pipe, *sockets], [], [], 1.0)
-        if pipe in readable:
+        watched: list[int] = [pipe.fileno(), *(sock.fileno() for sock in sockets)]
+        readable, _, _ = select.select(watched, [], [], 1.0)
+        if pipe.fileno() in readable:
             return
         for sock in sockets:
             _drain(sock)
@@ -429,9 +423,9 @@ class _BlockingFrames:
                 if not data:
                     raise wire.WireError(f"closed by the server while waiting for {kind}")
                 self.buffer += data
-            end = self._end()
-            header = json.loads(self.buffer[wire.PREFIX_SIZE : end - wire.PREFIX.unpack_from(self.buffer)[1]])
-            self.buffer = self.buffer[end:]
+            header_len, _ = wire.PREFIX.unpack_from(self.buffer)
+            header = json.loads(self.buffer[wire.PREFIX_SIZE : wire.PREFIX_SIZE + header_len])
+            self.buffer = self.buffer[self._end() :]
             if header.get("type") == kind:
                 return dict(header)
             if header.get("type") == "error":
@@ -439,7 +433,7 @@ class _BlockingFrames:
 
     def _end(self) -> int:
         header_len, payload_len = wire.PREFIX.unpack_from(self.buffer)
-        return wire.PREFIX_SIZE + header_len + payload_len
+        return int(wire.PREFIX_SIZE + header_len + payload_len)
 
 
 def _drain(sock: socket.socket) -> None:
