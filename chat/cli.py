@@ -32,6 +32,7 @@ def _server_arguments() -> argparse.ArgumentParser:
     parser.add_argument("--database", help="SQLite history file, or :memory: ([history] database)")
     parser.add_argument("--secret", help="shared secret clients must prove ([server] secret)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], help="event loop (default: uvloop when installed)")
     parser.add_argument("--version", action="version", version=f"chat-server {__version__}")
     return parser
 
@@ -48,11 +49,16 @@ def server_config(args: argparse.Namespace) -> Config:
     return load_config(path, overrides=flags)
 
 
-def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run `main` on uvloop when it is installed, else on the standard asyncio loop."""
+def run_event_loop(main: Coroutine[Any, Any, int], loop: str | None = None) -> int:
+    """Run `main` on the `loop` asked for ("uvloop" or "asyncio"); by default on uvloop when it is installed."""
+    if loop == "asyncio":
+        return asyncio.run(main)
     try:
         import uvloop
     except ImportError:
+        if loop == "uvloop":
+            main.close()
+            raise SystemExit("uvloop is not installed: use --loop asyncio") from None
         return asyncio.run(main)
     return uvloop.run(main)
 
@@ -126,7 +132,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chat-server: {exc}", file=sys.stderr)
         return 2
-    return run_event_loop(_serve(config))
+    return run_event_loop(_serve(config), args.loop)
 
 
 if __name__ == "__main__":
