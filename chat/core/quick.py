@@ -56,10 +56,11 @@ def _remember(table: OrderedDict[int, T], key: int, value: T) -> None:
 class UdpPeer:
     """One session's UDP channel: credentials, bound address, both seq counters, replay window, what awaits an ACK."""
 
+    __slots__ = ("address", "bucket", "key", "next_seq", "pending", "qids", "session", "sid", "typing", "window")
+
     def __init__(self, session: Session, sid: int, key_hex: str, bucket: TokenBucket, typing: TokenBucket) -> None:
         self.session = session
         self.sid = sid
-        self.key_hex = key_hex
         self.key = bytes.fromhex(key_hex)
         self.address: Address | None = None
         self.window = ReplayWindowWithAcks()
@@ -68,6 +69,11 @@ class UdpPeer:
         self.qids: OrderedDict[int, int] = OrderedDict()  # seq of a delivered QUICK -> its qid
         self.bucket = bucket
         self.typing = typing
+
+    @property
+    def key_hex(self) -> str:
+        """The key as `welcome` carries it (kept as bytes only: one connection's memory counts)."""
+        return self.key.hex()
 
     def datagram(self, kind: dg.Kind, body: dg.Body | None) -> tuple[int, bytes]:
         """The next seq and a signed datagram to this peer."""
