@@ -51,6 +51,7 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -112,12 +113,16 @@ class AsyncStore:
         delete_chunk: int = 10_000,
         cache_kib: int = 65536,
         checkpoint_pages: int = 10_000,
+        checkpoint_seconds: float = 0.25,
         before_commit: BeforeCommit | None = None,
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous
         self.cache_kib = cache_kib
         self.checkpoint_pages = checkpoint_pages
+        self.checkpoint_seconds = checkpoint_seconds
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoints_stop = threading.Event()
         self.max_batch = max_batch
         self.delete_chunk = delete_chunk
         self.before_commit = before_commit
@@ -159,7 +164,31 @@ class AsyncStore:
                 self._reader = None
                 await self._stop_writer()
                 raise
+            if self.checkpoint_seconds > 0:
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoint_main, name="chat-store-checkpointer", daemon=True
+                )
+                self._checkpointer.start()
         self._open = True
+
+    def _checkpoint_main(self) -> None:
+        """Copy the WAL into the database every `checkpoint_seconds` on a connection of its own (PASSIVE: it
+        never blocks the writer). The checkpoint's fsyncs then happen here, not inside a commit that the loop
+        waits on; the WAL is reused from its start once checkpointed, instead of growing (each extension of the
+        file is a filesystem allocation in the commit path). The writer's autocheckpoint stays as a backstop."""
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            logger.exception("the checkpointer could not open %s", self.path)
+            return
+        try:
+            while not self._checkpoints_stop.wait(self.checkpoint_seconds):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    logger.debug("checkpoint of %s: %s", self.path, exc)
+        finally:
+            db.close()
 
     async def close(self) -> None:
         """Commit everything submitted, run its callbacks, checkpoint the WAL and stop both threads. Idempotent."""
@@ -172,6 +201,10 @@ class AsyncStore:
             return
         self._open = False
         await self._queued(None)  # everything before it committed and delivered
+        if self._checkpointer is not None:
+            self._checkpoints_stop.set()
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
         if self._reader is not None:
             reader, store = self._reader, self._reader_store
             assert store is not None
