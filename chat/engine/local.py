@@ -5,6 +5,12 @@ flush), id allocation (message ids and quick ids), and the session registry (whi
 nick, and the nick table with its holds). A Redis engine replaces this object; the core talks to it through the
 same methods.
 
+Why these methods are plain calls, not coroutines: each is on a path that must not await (a room's fan-out, a
+`say`, the UDP gate) or must check and set in one loop turn (`claim_nick`). A Redis engine keeps the same shape:
+`publish` queues to a pipeline without waiting, ids come in blocks reserved ahead, and the registry answers from the
+node's own view of who is connected where, which the cluster keeps current; only login's takeover of an identity
+held on another node needs a round trip, and login already awaits the store.
+
 Invariants:
 - One session per identity, one session per folded nick.
 - `claim_nick` is check-and-set in one step: no await between the check and the claim, so two logins racing for
