@@ -71,8 +71,12 @@ async def test_quick_to_a_recipient_without_udp_goes_over_tcp(server: ChatServer
 
 
 async def test_unacked_quick_is_retransmitted_then_falls_back_to_tcp(
-    server: ChatServer, connect: ConnectFactory
+    server: ChatServer, connect: ConnectFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The wiring: the server's timer drives the router's schedule (tests/test_quick_router.py tests the schedule
+    itself at exact instants); here the schedule is a tenth of the real one, so the test waits 0.5 s, not 5."""
+    monkeypatch.setattr(dg, "RETRANSMIT_AFTER", tuple(t / 10 for t in dg.RETRANSMIT_AFTER))
+    monkeypatch.setattr(dg, "GIVE_UP_AFTER", dg.GIVE_UP_AFTER / 10)
     alice, bob = await connect("alice"), await connect("bob")
     a_udp, b_udp = await udp_for(server, alice), await udp_for(server, bob)
     loop = asyncio.get_running_loop()
@@ -80,15 +84,18 @@ async def test_unacked_quick_is_retransmitted_then_falls_back_to_tcp(
     first_seq, first = await b_udp.expect(QUICK)
     first_at = loop.time()
     copies = []
-    for _ in range(4):  # retransmitted 0.25, 0.75, 1.75, 3.75 s after the first send: the same datagram
+    for _ in range(4):  # retransmitted 0.025, 0.075, 0.175, 0.375 s after the first send: the same datagram
         seq, body = await b_udp.expect(QUICK, timeout=3)
         copies.append((seq, round(loop.time() - first_at, 1)))
         assert body == first
     assert [seq for seq, _ in copies] == [first_seq] * 4
     frame = await bob.expect("quick", timeout=4)
     fallback_after = loop.time() - first_at
-    assert 4.9 <= fallback_after <= 7.0, f"TCP fallback {fallback_after:.2f}s after the first send"
+    assert 0.49 <= fallback_after <= 2.0, f"TCP fallback {fallback_after:.2f}s after the first send"
     assert first is not None and frame["qid"] == first["qid"]
+    await asyncio.sleep(1.0)  # twice the scaled window: no fifth copy, no second fallback
+    assert b_udp.queue.empty(), "no datagram after the fallback"
+    assert [h for h in bob.inbox if h["type"] == "quick"] == [], "one TCP fallback only"
     for endpoint in (a_udp, b_udp):
         endpoint.close()
 
