@@ -47,6 +47,8 @@ from chat.protocol.messages import (
     Ping,
     Pong,
     Presence,
+    PresenceEvent,
+    Presences,
     QuickMessage,
     QuickOk,
     QuickSend,
@@ -77,6 +79,7 @@ int64s = st.integers(-INT64_MAX, INT64_MAX)
 message_ids = st.integers(0, INT64_MAX)
 refs = st.none() | texts | int64s
 optional_texts = st.none() | texts
+resumed_marks = st.none() | st.just(True)
 client_ids = st.none() | st.text(st.characters(codec="utf-8"), min_size=1, max_size=64)
 json_scalars = st.none() | st.booleans() | int64s | st.floats(allow_nan=False, allow_infinity=False) | texts
 json_values = st.recursive(
@@ -173,7 +176,30 @@ SERVER_FRAME_STRATEGIES: dict[type[ServerFrame], st.SearchStrategy[ServerFrame]]
         ref=refs,
     ),
     Parted: st.builds(Parted, room=texts, ref=refs),
-    Presence: st.builds(Presence, room=texts, nick=texts, event=texts, old=optional_texts, text=optional_texts),
+    Presence: st.builds(
+        Presence,
+        room=texts,
+        nick=texts,
+        event=texts,
+        old=optional_texts,
+        text=optional_texts,
+        resumed=resumed_marks,
+    ),
+    Presences: st.builds(
+        Presences,
+        room=texts,
+        events=st.lists(
+            st.builds(
+                PresenceEvent,
+                nick=texts,
+                event=texts,
+                old=optional_texts,
+                text=optional_texts,
+                resumed=resumed_marks,
+            ),
+            max_size=4,
+        ),
+    ),
     HistoryPage: st.builds(
         HistoryPage,
         room=optional_texts,

@@ -47,6 +47,7 @@ from chat.client.files import FileTransfers, Progress
 from chat.client.resume import Backoff, Conversation, ResumeState
 from chat.client.udp import QuickJob, QuickReceipt, UdpLink, UdpState
 from chat.protocol import datagrams as dg
+from chat.protocol.caps import LAZY_MEMBERS, PRESENCE_BATCH
 from chat.protocol.errors import ErrorCode
 from chat.protocol.messages import (
     AwayChanged,
@@ -64,6 +65,8 @@ from chat.protocol.messages import (
     Part,
     Parted,
     Ping,
+    Presence,
+    Presences,
     QuickMessage,
     QuickOk,
     QuickSend,
@@ -97,6 +100,9 @@ class ClientState(StrEnum):
     CLOSED = "closed"
 
 
+DEFAULT_CAPS = (PRESENCE_BATCH, LAZY_MEMBERS)  # PROTOCOL.md 10: what a client asks for unless told otherwise
+
+
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
     """How a client connects and reconnects; `connect()` takes each as a keyword argument."""
@@ -112,6 +118,8 @@ class ClientOptions:
     udp: bool = True  # use the UDP quick channel (False: quick messages always go over TCP)
     udp_host: str | None = None  # where the server's UDP port is, if not at `host` (a test relay, say)
     udp_port: int | None = None  # if not the port `welcome` names
+    # PROTOCOL.md 10: extensions asked for at login; None asks for none (the plain protocol of sections 1-9)
+    caps: tuple[str, ...] | None = DEFAULT_CAPS
 
 
 class _EndOfEvents:
@@ -158,6 +166,7 @@ class Client:
         self._say_refs: dict[RefValue, str] = {}  # ref of the latest send of a say -> its cid, to match errors
         self._say_ref_of: dict[str, RefValue] = {}
         self._refs = itertools.count(1)
+        self._away_text: str | None = None  # sent again after a resume
         self._supervisor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._files = FileTransfers(self)
@@ -512,17 +521,23 @@ class Client:
         query = HistoryQuery(room=room, to=to, private=private, after=after, before=before, limit=limit)
         return _expect(await self._request(lambda ref: msgspec.structs.replace(query, ref=ref)), HistoryPage)
 
-    async def who(self, room: str) -> Members:
-        """The members of a room, with their away texts."""
-        return _expect(await self._request(lambda ref: Who(room=room, ref=ref)), Members)
+    async def who(self, room: str, *, after: str | None = None, limit: int | None = None) -> Members:
+        """The members of a room, with their away texts; with `after` or `limit`, one page of them in folded nick
+        order, with `count` and `next` (PROTOCOL.md 10.4, needs the lazy-members cap; otherwise the whole list)."""
+        return _expect(await self._request(lambda ref: Who(room=room, after=after, limit=limit, ref=ref)), Members)
 
     async def rooms(self) -> RoomList:
         """Every room with at least one member."""
         return _expect(await self._request(lambda ref: ListRooms(ref=ref)), RoomList)
 
     async def away(self, text: str | None) -> AwayChanged:
-        """Set an away text, or (None) come back."""
-        return _expect(await self._request(lambda ref: SetAway(text=text, ref=ref)), AwayChanged)
+        """Set an away text, or (None) come back; it is set again after every resume."""
+
+        def on_away(frame: ServerFrame) -> None:
+            if isinstance(frame, AwayChanged):
+                self._away_text = frame.text
+
+        return _expect(await self._request(lambda ref: SetAway(text=text, ref=ref), on_away), AwayChanged)
 
     async def change_nick(self, nick: str) -> NickChanged:
         """Take another nick; the client logs in with it from then on. ServerError `nick_taken` or `bad_nick`."""
@@ -586,6 +601,18 @@ class Client:
         if isinstance(frame, Message):
             self._acknowledge(frame)
             self._emit_all(self._resume.live(frame))
+        elif isinstance(frame, Presences):  # PROTOCOL.md 10.2: the same per-event `Presence` as without the cap
+            for event in frame.events:
+                self._emit(
+                    Presence(
+                        room=frame.room,
+                        nick=event.nick,
+                        event=event.event,
+                        old=event.old,
+                        text=event.text,
+                        resumed=event.resumed,
+                    )
+                )
         elif isinstance(frame, HistoryPage) and frame.private and frame.ref is None:
             # PROTOCOL.md 3: the private messages above the login `since`, right after welcome.
             self._absorb(frame.messages)
@@ -685,6 +712,7 @@ class Client:
                 session=self._session,
                 since=since,
                 ref=self._next_ref(),
+                caps=self.options.caps,
             )
         except BaseException:
             connection.abort("the login did not complete")
@@ -775,8 +803,11 @@ class Client:
                 if isinstance(frame, Joined):
                     self._joined(frame, since=since)
 
-            join = Join(room=conversation.room, since=since, ref=self._next_ref())
+            # PROTOCOL.md 10.3: a rejoin after a lost connection says so
+            join = Join(room=conversation.room, since=since, resumed=True, ref=self._next_ref())
             joins.append((conversation, connection.request(join, on_joined)))
+        if self._away_text is not None:  # PROTOCOL.md 8: away does not survive a server restart; set it again
+            connection.send(SetAway(text=self._away_text, ref=self._next_ref()))
         barrier = connection.request(Ping(ref=self._next_ref()))  # after the login page, whether rooms or not
         await connection.drain()
         # Wait for every reply before raising anything, so no failed future is left unread.
@@ -1004,6 +1035,7 @@ def connect(
     udp: bool = True,
     udp_host: str | None = None,
     udp_port: int | None = None,
+    caps: tuple[str, ...] | None = DEFAULT_CAPS,
 ) -> Connect:
     """Connect and log in: `async with connect(host, port, nick="alice") as client:` (or `await connect(...)`).
 
@@ -1025,5 +1057,6 @@ def connect(
         udp=udp,
         udp_host=udp_host,
         udp_port=udp_port,
+        caps=caps,
     )
     return Connect(Client(host, port, nick, session=session, since=since, options=options))

@@ -120,6 +120,7 @@ class Connection:
         session: str | None,
         since: int | None,
         ref: RefValue,
+        caps: tuple[str, ...] | None = None,
     ) -> Welcome:
         """Read `hello`, send `login` (with the HMAC proof when the server asks for one), return `welcome`.
 
@@ -146,7 +147,17 @@ class Connection:
                 except ValueError:
                     raise ProtocolError(f"hello carries a nonce that is not hex: {first.nonce!r}") from None
                 proof = compute_proof(secret, nonce, nick)  # PROTOCOL.md 2.2: over the nick exactly as sent
-        self.send(Login(nick=nick, protocol=PROTOCOL_VERSION, proof=proof, session=session, since=since, ref=ref))
+        self.send(
+            Login(
+                nick=nick,
+                protocol=PROTOCOL_VERSION,
+                proof=proof,
+                session=session,
+                since=since,
+                ref=ref,
+                caps=None if caps is None else list(caps),
+            )
+        )
         while True:
             frame = await self._read_frame()
             if isinstance(frame, Welcome):

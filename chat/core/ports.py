@@ -34,6 +34,10 @@ class Codec(Hashable, Protocol):
         """Several encoded events as one unit, to be written in order."""
         ...
 
+    def encode_batch(self, events: Sequence[ServerFrame]) -> Any:
+        """A room's events of one turn as one unit, in order (a codec may merge events, as presence-batch does)."""
+        ...
+
 
 class Peer(Protocol):
     """One connection as the core sees it: non-blocking sends, closing, and how much is waiting to be written."""
@@ -46,6 +50,10 @@ class Peer(Protocol):
     @property
     def address(self) -> Any:
         """Where the connection comes from, for logs."""
+        ...
+
+    def negotiated(self, caps: frozenset[str]) -> None:
+        """The session negotiated these caps at login (PROTOCOL.md 10); the peer may switch to another codec."""
         ...
 
     def send_event(self, event: ServerFrame) -> None:

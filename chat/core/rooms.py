@@ -14,6 +14,11 @@ room's `watermark` is the highest message id published to it before that moment 
 the room is new), so every message up to it is stored and was fanned out before the joiner was added. The service
 reads the history page up to the watermark (however long the read takes), sends `joined`, then `release`s the
 held events. A message is in the page if its id is at most the watermark, held otherwise.
+
+A joiner's own `presence join` goes through the batch too (`publish(..., skip=joiner)`): it is not held for the
+joiner, and the members get it with the turn's other events, so a codec that merges presence events
+(presence-batch, PROTOCOL.md 10.2) makes one frame of the joins of one turn. The joiner is never a live member
+when it is skipped (it is still joining), so the skip only concerns the held lists.
 """
 
 from __future__ import annotations
@@ -31,7 +36,17 @@ if TYPE_CHECKING:
 class Room:
     """One room: display name, folded key, members in join order, events pending for this turn, the watermark."""
 
-    __slots__ = ("_by_codec", "_joining", "_pending", "_schedule", "key", "members", "name", "watermark")
+    __slots__ = (
+        "_by_codec",
+        "_joining",
+        "_pending",
+        "_schedule",
+        "_skips",
+        "key",
+        "members",
+        "name",
+        "watermark",
+    )
 
     def __init__(self, name: str, key: str, watermark: int, schedule: Callable[[Room], None]) -> None:
         self.name = name
@@ -41,6 +56,7 @@ class Room:
         self._by_codec: dict[Codec, dict[Peer, None]] = {}
         self._joining: dict[Session, list[ServerFrame]] = {}
         self._pending: list[ServerFrame] = []
+        self._skips: dict[int, Session] = {}  # index in _pending -> the joiner that must not get it
         self._schedule = schedule
 
     def __contains__(self, member: object) -> bool:
@@ -86,10 +102,14 @@ class Room:
 
     # --- fan-out -------------------------------------------------------------------------------------------------
 
-    def publish(self, event: ServerFrame) -> None:
-        """Send an event to every member at the end of this loop turn, in order with the room's other events."""
+    def publish(self, event: ServerFrame, *, skip: Session | None = None) -> None:
+        """Send an event to every member at the end of this loop turn, in order with the room's other events;
+        `skip` is a member still joining that must not get it (its own presence join)."""
         if not self._pending:
             self._schedule(self)
+        if skip is not None:
+            assert skip in self._joining, "only a member still joining can be skipped"
+            self._skips[len(self._pending)] = skip
         self._pending.append(event)
         if type(event) is Message:
             self.watermark = event.id
@@ -112,13 +132,16 @@ class Room:
         if not events:
             return
         self._pending = []
+        skips, self._skips = self._skips, {}
         for codec, peers in self._by_codec.items():
-            encode = codec.encode
-            encoded = encode(events[0]) if len(events) == 1 else codec.join([encode(event) for event in events])
+            encoded = codec.encode_batch(events)
             for peer in peers:
                 peer.send_batch(encoded, events)
-        for held in self._joining.values():
-            held.extend(events)
+        for session, held in self._joining.items():
+            if skips and session in skips.values():
+                held.extend(event for index, event in enumerate(events) if skips.get(index) is not session)
+            else:
+                held.extend(events)
 
 
 class RoomDirectory:

@@ -16,6 +16,7 @@ Invariants (PROTOCOL.md 8):
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from chat.core.quick import QuickRouter
 from chat.core.rooms import Room
 from chat.core.session import Session, State
 from chat.engine.local import LocalEngine
+from chat.protocol import caps as extensions
 from chat.protocol import messages as wire
 from chat.protocol.auth import new_nonce, new_session_token, verify_proof
 from chat.protocol.errors import ErrorCode, ProtocolViolation
@@ -283,6 +285,10 @@ class ChatService:
         self.engine.hold_nick(key, nick, identity, now)
         self.store.hold_nick(key, nick, identity, now)
         session.identity, session.token, session.nick, session.nick_key = identity, token, nick, key
+        caps = None if request.caps is None else extensions.negotiate(request.caps)  # PROTOCOL.md 10
+        if caps:
+            session.caps = frozenset(caps)
+            session.peer.negotiated(session.caps)
         session.state = State.ACTIVE
         self.engine.register(session)
         udp = session.udp = self.quick.attach(session, self.clock())
@@ -291,7 +297,8 @@ class ChatService:
             nick=nick,
             session=token,
             udp=wire.UdpInfo(port=self.udp_port, sid=udp.sid, key=udp.key_hex),
-            limits=self.welcome_limits,
+            limits=self._limits_for(session.caps),
+            caps=caps,
             ref=request.ref,
         )
         session.send(welcome)
@@ -301,6 +308,12 @@ class ChatService:
                 Scope.private(identity), after=request.since, before=watermark + 1, limit=self.config.history.replay
             )
             session.send(fit_page(lambda m, t: wire.HistoryPage(private=True, messages=m, truncated=t), page, True))
+
+    def _limits_for(self, caps: frozenset[str]) -> dict[str, float | int]:
+        """`welcome.limits`: with lazy-members, also the size of a member page (PROTOCOL.md 10.4)."""
+        if extensions.LAZY_MEMBERS in caps:
+            return {**self.welcome_limits, "members_page": extensions.MEMBERS_PAGE}
+        return self.welcome_limits
 
     def _login_refusal(self, request: wire.Login, nonce: bytes | None) -> tuple[ErrorCode, str] | None:
         if request.protocol != PROTOCOL_VERSION:
@@ -344,7 +357,10 @@ class ChatService:
         if room is None:
             room = self.rooms.add_member(name, key, session, hold=True)
             session.rooms[key] = room
-            room.send_except(wire.Presence(room=room.name, nick=session.nick, event="join"), skip=session)
+            # Batched with the turn's other events (chat/core/rooms.py), so presence-batch members get the joins
+            # of one turn as one frame (PROTOCOL.md 10.2); `resumed` is written only for them (9.2).
+            presence = wire.Presence(room=room.name, nick=session.nick, event="join", resumed=request.resumed or None)
+            room.publish(presence, skip=session)
         watermark = room.watermark
         replay = self.config.history.replay
         try:
@@ -356,16 +372,23 @@ class ChatService:
         held = room.release(session) if newly else []
         if not session.open or session.rooms.get(key) is not room:
             return
-        members = [member.nick for member in room]
+        member_count: int | None = None
+        if extensions.LAZY_MEMBERS in session.caps:  # PROTOCOL.md 10.4: the first page, in folded nick order
+            member_count = len(room)
+            members = [member.nick for member in self._member_page(room, None, extensions.MEMBERS_PAGE)[0]]
+        else:
+            members = [member.nick for member in room]
         session.send(
             fit_page(
-                lambda m, t: wire.Joined(room=room.name, members=members, messages=m, truncated=t, ref=request.ref),
+                lambda m, t: wire.Joined(
+                    room=room.name, members=members, messages=m, truncated=t, member_count=member_count, ref=request.ref
+                ),
                 page,
                 keep_oldest=request.since is not None,
             )
         )
-        for event in held:
-            session.send(event)
+        if held:  # as one batch, so a codec that merges presence events merges these too
+            session.peer.send_batch(session.peer.codec.encode_batch(held), held)
 
     def part(self, session: Session, request: wire.Part) -> None:
         room = self._member_room(session, request.room)
@@ -390,8 +413,33 @@ class ChatService:
         room = self.rooms.get(fold(name))
         if room is None:
             raise ProtocolViolation(ErrorCode.NO_SUCH_ROOM, f"no room {name!r}")
-        members = [wire.Member(nick=m.nick, away=m.away) for m in room]
-        session.send(wire.Members(room=room.name, members=members, ref=request.ref))
+        paged = request.after is not None or request.limit is not None
+        if not paged or extensions.LAZY_MEMBERS not in session.caps:  # PROTOCOL.md 10.4: else the fields are ignored
+            members = [wire.Member(nick=m.nick, away=m.away) for m in room]
+            session.send(wire.Members(room=room.name, members=members, ref=request.ref))
+            return
+        limit = min(request.limit or extensions.MEMBERS_PAGE, extensions.MEMBERS_PAGE)
+        page, more = self._member_page(room, request.after, limit)
+        session.send(
+            wire.Members(
+                room=room.name,
+                members=[wire.Member(nick=m.nick, away=m.away) for m in page],
+                count=len(room),
+                next=page[-1].nick if more else None,
+                ref=request.ref,
+            )
+        )
+
+    @staticmethod
+    def _member_page(room: Room, after: str | None, limit: int) -> tuple[list[Session], bool]:
+        """Up to `limit` members in folded nick order, after the nick `after` (exclusive, folded; it need not be a
+        member any more), and whether more follow (PROTOCOL.md 10.4)."""
+        ordered = sorted(room, key=lambda m: m.nick_key)
+        start = 0
+        if after is not None:
+            start = bisect.bisect_right(ordered, fold(after), key=lambda m: m.nick_key)
+        page = ordered[start : start + limit]
+        return page, start + limit < len(ordered)
 
     def list_rooms(self, session: Session, request: wire.ListRooms) -> None:
         rooms = sorted((wire.RoomInfo(room=r.name, members=len(r)) for r in self.rooms), key=lambda r: fold(r.room))

@@ -43,6 +43,7 @@ class Login(Request, tag="login", kw_only=True):
     proof: str | None = None
     session: str | None = None
     since: MessageId | None = None
+    caps: list[str] | None = None  # PROTOCOL.md 10: extensions asked for; absent asks for none
 
 
 class Ping(Request, tag="ping", kw_only=True):
@@ -66,6 +67,7 @@ class Join(Request, tag="join", kw_only=True):
     type: ClassVar[str] = "join"
     room: str
     since: MessageId | None = None
+    resumed: bool = False  # PROTOCOL.md 10.3: a rejoin after a lost connection
 
 
 class Part(Request, tag="part", kw_only=True):
@@ -96,8 +98,12 @@ class HistoryQuery(Request, tag="history", kw_only=True):
 
 
 class Who(Request, tag="who", kw_only=True):
+    """The members of a room; `after` and `limit` ask for one page of them (PROTOCOL.md 10.4, lazy-members)."""
+
     type: ClassVar[str] = "who"
     room: str
+    after: str | None = None
+    limit: PageLimit | None = None
 
 
 class SetAway(Request, tag="away", kw_only=True):
@@ -308,6 +314,7 @@ class Welcome(ServerFrame, tag="welcome", kw_only=True):
     session: str
     udp: UdpInfo
     limits: dict[str, float | int]
+    caps: list[str] | None = None  # PROTOCOL.md 10: present only when the login asked
     ref: Ref | None = None
 
 
@@ -341,6 +348,7 @@ class Joined(ServerFrame, tag="joined", kw_only=True):
     members: list[str]
     messages: list[Message]
     truncated: bool
+    member_count: int | None = None  # PROTOCOL.md 10.4, lazy-members: `members` is then the first page
     ref: Ref | None = None
 
 
@@ -359,6 +367,27 @@ class Presence(ServerFrame, tag="presence", kw_only=True):
     event: str
     old: str | None = None
     text: str | None = None
+    # A join that is a rejoin after a lost connection. Written only inside `presences` (PROTOCOL.md 10.2): the
+    # plain `presence` frame never carries it (chat/server/tcp.py drops it).
+    resumed: bool | None = None
+
+
+class PresenceEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One presence event of a `presences` batch: `presence` without its room."""
+
+    nick: str
+    event: str
+    old: str | None = None
+    text: str | None = None
+    resumed: bool | None = None
+
+
+class Presences(ServerFrame, tag="presences", kw_only=True):
+    """Presence events of one room, in order, as one frame (PROTOCOL.md 10.2, presence-batch)."""
+
+    type: ClassVar[str] = "presences"
+    room: str
+    events: list[PresenceEvent]
 
 
 class HistoryPage(ServerFrame, tag="history", kw_only=True):
@@ -380,6 +409,10 @@ class Members(ServerFrame, tag="members", kw_only=True):
     type: ClassVar[str] = "members"
     room: str
     members: list[Member]
+    # PROTOCOL.md 10.4: a page (`who` with `after` or `limit`, lazy-members) has the room's member count and the
+    # nick to pass as `after` for the next page, null after the last one; a whole list has neither.
+    count: int | msgspec.UnsetType = msgspec.UNSET
+    next: str | msgspec.UnsetType | None = msgspec.UNSET
     ref: Ref | None = None
 
 
@@ -504,6 +537,7 @@ ServerMessage = (
     | Joined
     | Parted
     | Presence
+    | Presences
     | HistoryPage
     | Members
     | AwayChanged

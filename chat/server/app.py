@@ -21,7 +21,7 @@ from chat.engine.local import LocalEngine
 from chat.protocol.errors import ErrorCode
 from chat.protocol.frames import FrameLimits
 from chat.protocol.messages import encode_error
-from chat.server.tcp import FrameCodec, TcpConnection, TurnWriter
+from chat.server.tcp import BatchFrameCodec, FrameCodec, TcpConnection, TurnWriter
 from chat.server.udp import QuickChannel
 from chat.store.history import now_ms
 from chat.store.sqlite import AsyncStore
@@ -47,6 +47,7 @@ class ChatServer:
         self._store: AsyncStore | None = None
         self._turn: TurnWriter | None = None
         self._codec = FrameCodec()
+        self._batch_codec = BatchFrameCodec()  # one object for every presence-batch connection: rooms share batches
         limits = config.limits
         self._frame_limits = FrameLimits(limits.max_header_bytes, limits.max_payload_bytes)
         self._service: ChatService | None = None
@@ -139,6 +140,7 @@ class ChatServer:
             reader,
             writer,
             codec=self._codec,
+            batch_codec=self._batch_codec,
             turn=self._turn,
             limits=self._frame_limits,
             send_queue_bytes=limits.send_queue_bytes,

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from chat.protocol.caps import PRESENCE_BATCH
 from chat.protocol.errors import ErrorCode, FrameTooLarge
 from chat.protocol.frames import PREFIX, PREFIX_SIZE, FrameLimits, encode_frame, parse_prefix
-from chat.protocol.messages import Error, FileData, Ref, ServerFrame
+from chat.protocol.messages import Error, FileData, Presence, PresenceEvent, Presences, Ref, ServerFrame
 
 if TYPE_CHECKING:
     from chat.core.session import Session
@@ -52,14 +53,63 @@ class FrameCodec:
         self._pack = PREFIX.pack
 
     def encode(self, event: ServerFrame) -> bytes:
-        if type(event) is FileData:
+        kind = type(event)
+        if kind is FileData:
             assert isinstance(event, FileData)
             return encode_frame(self._encode(msgspec.structs.replace(event, data=b"")), event.data)
+        if kind is Presence:
+            assert isinstance(event, Presence)
+            if event.resumed:  # PROTOCOL.md 10.2: `resumed` is written only inside `presences`
+                event = msgspec.structs.replace(event, resumed=None)
         header = self._encode(event)
         return self._pack(len(header), 0) + header
 
     def join(self, parts: list[Any]) -> bytes:
         return b"".join(parts)
+
+    def encode_batch(self, events: Sequence[ServerFrame]) -> bytes:
+        encode = self.encode
+        return encode(events[0]) if len(events) == 1 else b"".join([encode(event) for event in events])
+
+
+def _presence_event(event: Presence) -> PresenceEvent:
+    return PresenceEvent(nick=event.nick, event=event.event, old=event.old, text=event.text, resumed=event.resumed)
+
+
+class BatchFrameCodec(FrameCodec):
+    """The frames of a `presence-batch` connection (PROTOCOL.md 10.2): every presence goes out in a `presences`
+    frame, and consecutive presence events of one room in a batch are merged into one such frame, so a turn in
+    which N members join costs each member one frame, not N."""
+
+    __slots__ = ()
+
+    def encode(self, event: ServerFrame) -> bytes:
+        if type(event) is Presence:
+            assert isinstance(event, Presence)
+            return super().encode(Presences(room=event.room, events=[_presence_event(event)]))
+        return super().encode(event)
+
+    def encode_batch(self, events: Sequence[ServerFrame]) -> bytes:
+        parts: list[bytes] = []
+        run: list[Presence] = []
+        for event in events:
+            if type(event) is Presence:
+                assert isinstance(event, Presence)
+                if run and run[0].room != event.room:
+                    parts.append(self._encode_run(run))
+                    run = []
+                run.append(event)
+                continue
+            if run:
+                parts.append(self._encode_run(run))
+                run = []
+            parts.append(super().encode(event))
+        if run:
+            parts.append(self._encode_run(run))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _encode_run(self, run: list[Presence]) -> bytes:
+        return super().encode(Presences(room=run[0].room, events=[_presence_event(e) for e in run]))
 
 
 class TurnWriter:
@@ -95,6 +145,7 @@ class TcpConnection:
     """One client connection over TCP: the `Peer` the core writes to, and the read loop that feeds the core."""
 
     __slots__ = (
+        "_batch_codec",
         "_budget",
         "_closing",
         "_delay",
@@ -118,6 +169,7 @@ class TcpConnection:
         writer: asyncio.StreamWriter,
         *,
         codec: FrameCodec,
+        batch_codec: FrameCodec | None = None,
         turn: TurnWriter,
         limits: FrameLimits,
         send_queue_bytes: int,
@@ -127,6 +179,7 @@ class TcpConnection:
         self.transport = cast(asyncio.Transport, writer.transport)  # a stream's transport reads and writes
         self.address = writer.get_extra_info("peername")
         self.codec = codec
+        self._batch_codec = batch_codec or BatchFrameCodec()
         self.limits = limits
         self.cap = send_queue_bytes
         self.session: Session | None = None
@@ -150,6 +203,11 @@ class TcpConnection:
     @property
     def pending_bytes(self) -> int:
         return self._queued + self.transport.get_write_buffer_size()
+
+    def negotiated(self, caps: frozenset[str]) -> None:
+        """The session's caps are set (at login, before it is in any room): pick the codec that writes them."""
+        if PRESENCE_BATCH in caps:
+            self.codec = self._batch_codec
 
     def send_event(self, event: ServerFrame) -> None:
         self.send_batch(self.codec.encode(event), ())

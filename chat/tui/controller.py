@@ -302,7 +302,8 @@ class Controller:
         self._replayed[key] = max((m.id for m in joined.messages), default=0) if since is None else 0
         conversation.joined = True
         self.model.set_members(joined.room, [(nick, None) for nick in joined.members])
-        others = len(joined.members) - 1
+        # PROTOCOL.md 10.4: with lazy-members, `members` is only the first page; the count is the whole room
+        others = (joined.member_count if joined.member_count is not None else len(joined.members)) - 1
         company = "nobody else is here" if others == 0 else f"{others} other{'s' if others > 1 else ''} here"
         self.model.notice(f"you joined {joined.room}; {company}", conversation, kind=LineKind.JOIN)
         if since is None:
@@ -363,6 +364,8 @@ class Controller:
         if isinstance(event, Message):
             self._on_message(event)
         elif isinstance(event, Presence):
+            if event.resumed and event.event == "join":
+                return  # PROTOCOL.md 10.3: someone who only reconnected; not news
             self.model.presence(event.room, event.nick, event.event, old=event.old, text=event.text)
         elif isinstance(event, Error):
             self.model.notice(f"the server says: {event.code}: {event.message}", kind=LineKind.ERROR)
