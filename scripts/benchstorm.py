@@ -49,11 +49,12 @@ class SourceBoundConnection(Connection):
         *,
         ssl: ssl_module.SSLContext | bool | None = None,
         limits: FrameLimits = CLIENT_LIMITS,
+        local_addr: tuple[str, int] | None = None,
     ) -> Connection:
         source = SOURCE_ADDRESS.get()
-        local_addr = None if source is None else (source, 0)
-        reader, writer = await asyncio.open_connection(host, port, ssl=ssl, local_addr=local_addr)
-        return cls(reader, writer, limits=limits)
+        if source is not None:
+            local_addr = (source, 0)
+        return await super().open(host, port, ssl=ssl, limits=limits, local_addr=local_addr)
 
 
 def bind_clients_to_source_addresses() -> None:

@@ -107,9 +107,10 @@ class Connection:
         *,
         ssl: ssl_module.SSLContext | bool | None = None,
         limits: FrameLimits = CLIENT_LIMITS,
+        local_addr: tuple[str, int] | None = None,
     ) -> Connection:
-        """Open the TCP (or, with `ssl`, TLS) connection; nothing is read yet."""
-        reader, writer = await asyncio.open_connection(host, port, ssl=ssl)
+        """Open the TCP (or, with `ssl`, TLS) connection, from `local_addr` if given; nothing is read yet."""
+        reader, writer = await asyncio.open_connection(host, port, ssl=ssl, local_addr=local_addr)
         return cls(reader, writer, limits=limits)
 
     async def handshake(
