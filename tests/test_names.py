@@ -288,3 +288,15 @@ def test_control_character_anywhere_is_bad_text(before: str, control: str, after
 def test_text_without_forbidden_controls_is_accepted_in_nfc(text: str) -> None:
     if len(nfc(text)) <= DEFAULT_MAX_TEXT_CHARS:
         assert checked_text(text) == nfc(text)
+
+
+@given(st.text(max_size=60), st.integers(min_value=1, max_value=80))
+def test_checked_text_accepts_exactly_what_text_problem_allows(raw: str, max_chars: int) -> None:
+    """The printable fast path of checked_text may not accept anything the full check refuses, nor the reverse."""
+    problem = text_problem(nfc(raw), max_chars)
+    if problem is None:
+        assert checked_text(raw, max_chars) == nfc(raw)
+    else:
+        with pytest.raises(ProtocolViolation) as caught:
+            checked_text(raw, max_chars)
+        assert caught.value.code is ErrorCode.BAD_TEXT

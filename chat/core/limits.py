@@ -16,12 +16,16 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         """Spend one token if there is one; False means the request is over the limit."""
-        elapsed = max(0.0, now - self._last)
+        tokens = self._tokens
+        if now > self._last:  # a clock that steps back refills nothing
+            tokens += (now - self._last) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
         self._last = now
-        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
             return True
+        self._tokens = tokens
         return False
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -45,13 +44,13 @@ logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 HISTORY_LIMIT_DEFAULT = 50
 HISTORY_LIMIT_MAX = 100
+ROOM_KEY_CACHE = 4096
 _size_encoder = msgspec.json.Encoder()
 
 Handler = Callable[[Session, Any], Awaitable[None] | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(msgspec.Struct, frozen=True, gc=False):
     """Where a message goes: a room (display name and folded key) or a recipient nick and the identity behind it."""
 
     room_name: str | None = None
@@ -100,6 +99,9 @@ class ChatService:
         self.store = store
         self.engine = engine
         self.rooms = engine.rooms
+        # A room name as sent -> its key: the same few names arrive with every message, and a dict lookup costs a
+        # tenth of checking and folding the name again. Only valid names get in; bounded by clearing when full.
+        self._room_keys: dict[str, str] = {}
         self.clock = clock  # loop time, for rate limits and timeouts
         self.quick = QuickRouter(engine, config)
         self.files = FileService(self, config)
@@ -399,11 +401,16 @@ class ChatService:
 
     def _member_room(self, session: Session, raw_name: str) -> Room:
         """The room `session` is in under this name, or no_such_room / not_in_room."""
-        name = checked_room(raw_name)
-        key = fold(name)
+        key = self._room_keys.get(raw_name)
+        if key is None:
+            key = fold(checked_room(raw_name))
+            if len(self._room_keys) >= ROOM_KEY_CACHE:
+                self._room_keys.clear()
+            self._room_keys[raw_name] = key
         room = session.rooms.get(key)
         if room is not None:
             return room
+        name = checked_room(raw_name)
         if self.rooms.get(key) is None:
             raise ProtocolViolation(ErrorCode.NO_SUCH_ROOM, f"no room {name!r}")
         raise ProtocolViolation(ErrorCode.NOT_IN_ROOM, f"not in room {name!r}")
