@@ -5,8 +5,8 @@ A room exists while it has members; it keeps the spelling of the join that creat
 Fan-out is batched per loop turn: `publish` appends an event to the room's pending list and asks, once per turn,
 to be flushed; `flush` encodes the pending events once per codec, joins them, and hands the same encoded batch to
 every member of that codec. No per-recipient encoding, no per-recipient await, and per member one call per turn
-however many messages the turn carried. Order is kept: anything that changes membership or bypasses the batch
-(`send_except`) flushes the pending events first, so every member sees the room's events in publish order.
+however many messages the turn carried. Order is kept: anything that changes membership flushes the pending events
+first, so every member sees the room's events in publish order.
 
 The join watermark (PROTOCOL.md 8, "a message is either in `joined.messages` or sent live, never both and never
 neither"): a joiner is added first, as *joining*: the room's events from then on are held for it, not sent. The
@@ -15,10 +15,11 @@ the room is new), so every message up to it is stored and was fanned out before 
 reads the history page up to the watermark (however long the read takes), sends `joined`, then `release`s the
 held events. A message is in the page if its id is at most the watermark, held otherwise.
 
-A joiner's own `presence join` goes through the batch too (`publish(..., skip=joiner)`): it is not held for the
-joiner, and the members get it with the turn's other events, so a codec that merges presence events
-(presence-batch, PROTOCOL.md 10.2) makes one frame of the joins of one turn. The joiner is never a live member
-when it is skipped (it is still joining), so the skip only concerns the held lists.
+An event about a member that the member itself must not get (its own `presence join`, `away`, `nick`) goes through
+the batch too, with `publish(..., skip=member)`: the other members get it with the turn's other events, so a codec
+that merges presence events (presence-batch, PROTOCOL.md 10.2) makes one frame of the joins of one turn. A skipped
+member still joining simply does not have it held; a skipped live member gets the turn's batch without it, encoded
+for it alone (rare: one member per away or nick change, never a message).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Room:
         self._by_codec: dict[Codec, dict[Peer, None]] = {}
         self._joining: dict[Session, list[ServerFrame]] = {}
         self._pending: list[ServerFrame] = []
-        self._skips: dict[int, Session] = {}  # index in _pending -> the joiner that must not get it
+        self._skips: dict[int, Session] = {}  # index in _pending -> the member it is about, which must not get it
         self._schedule = schedule
 
     def __contains__(self, member: object) -> bool:
@@ -104,27 +105,15 @@ class Room:
 
     def publish(self, event: ServerFrame, *, skip: Session | None = None) -> None:
         """Send an event to every member at the end of this loop turn, in order with the room's other events;
-        `skip` is a member still joining that must not get it (its own presence join)."""
+        `skip` is the member it is about, which must not get it (its own presence)."""
         if not self._pending:
             self._schedule(self)
         if skip is not None:
-            assert skip in self._joining, "only a member still joining can be skipped"
+            assert skip in self.members, "only a member can be skipped"
             self._skips[len(self._pending)] = skip
         self._pending.append(event)
         if type(event) is Message:
             self.watermark = event.id
-
-    def send_except(self, event: ServerFrame, skip: Session) -> None:
-        """Send an event to every member but `skip` (its own presence), in order with what is pending."""
-        self.flush()
-        for codec, peers in self._by_codec.items():
-            encoded = codec.encode(event)
-            for peer in peers:
-                if peer is not skip.peer:
-                    peer.send_batch(encoded, (event,))
-        for session, held in self._joining.items():
-            if session is not skip:
-                held.append(event)
 
     def flush(self) -> None:
         """Hand this turn's events to the members: encoded once per codec, one batch per member."""
@@ -133,15 +122,26 @@ class Room:
             return
         self._pending = []
         skips, self._skips = self._skips, {}
+        skipped = {session.peer: session for session in skips.values()}
         for codec, peers in self._by_codec.items():
-            encoded = codec.encode_batch(events)
+            encoded = None
             for peer in peers:
-                peer.send_batch(encoded, events)
+                session = skipped.get(peer) if skipped else None
+                if session is None:
+                    if encoded is None:
+                        encoded = codec.encode_batch(events)
+                    peer.send_batch(encoded, events)
+                else:
+                    own = _without(events, skips, session)
+                    if own:
+                        peer.send_batch(codec.encode_batch(own), own)
         for session, held in self._joining.items():
-            if skips and session in skips.values():
-                held.extend(event for index, event in enumerate(events) if skips.get(index) is not session)
-            else:
-                held.extend(events)
+            held.extend(_without(events, skips, session) if session.peer in skipped else events)
+
+
+def _without(events: list[ServerFrame], skips: dict[int, Session], session: Session) -> list[ServerFrame]:
+    """`events` less those published with `skip=session`."""
+    return [event for index, event in enumerate(events) if skips.get(index) is not session]
 
 
 class RoomDirectory:

@@ -457,7 +457,7 @@ class ChatService:
         session.away = text
         session.send(wire.AwayChanged(text=text, ref=request.ref))
         for room in session.rooms.values():
-            room.send_except(wire.Presence(room=room.name, nick=session.nick, event="away", text=text), skip=session)
+            room.publish(wire.Presence(room=room.name, nick=session.nick, event="away", text=text), skip=session)
 
     def change_nick(self, session: Session, request: wire.ChangeNick) -> None:
         nick = checked_nick(request.nick)
@@ -475,7 +475,7 @@ class ChatService:
         if nick == old_nick:
             return
         for room in session.rooms.values():
-            room.send_except(wire.Presence(room=room.name, nick=nick, event="nick", old=old_nick), skip=session)
+            room.publish(wire.Presence(room=room.name, nick=nick, event="nick", old=old_nick), skip=session)
 
     # --- messages ----------------------------------------------------------------------------------------------
 

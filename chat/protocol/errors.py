@@ -4,6 +4,7 @@
      +-- ProtocolViolation        the peer broke a rule; answered with an `error` frame carrying `code`
      |    +-- FrameTooLarge       a declared length is over its limit (closes the connection)
      +-- ServerError              an `error` frame received by a client (see chat.client)
+     +-- StoreError               the history store cannot do what was asked (see chat.store.errors)
 
 `CLOSING_CODES` lists the codes after which the server closes the connection (PROTOCOL.md 8).
 """
