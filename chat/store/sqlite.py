@@ -213,6 +213,7 @@ class AsyncStore:
             finally:
                 reader.shutdown(wait=False)
         await self._stop_writer()
+        logger.info("%s closed: %d message(s) stored in %d transaction(s)", self.path, self.messages, self.batches)
 
     async def _stop_writer(self) -> None:
         loop = asyncio.get_running_loop()
