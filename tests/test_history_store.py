@@ -98,3 +98,16 @@ def test_nick_holds_record_the_last_holder(store: HistoryStore) -> None:
     store.hold_nick("bob", "BOB", second, 200)
     holder = store.nick_holder("bob")
     assert holder is not None and (holder.identity, holder.nick, holder.last_used) == (second, "BOB", 200)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 175, 2047, 2048, 2049, 4100])
+def test_a_batch_of_any_size_is_stored_whole_in_order(tmp_path: Path, count: int) -> None:
+    """Batches are cut into statements of power-of-two sizes: every row must land once, in order."""
+    store = HistoryStore(tmp_path / "chat.db")
+    texts = [f"m{i}" for i in range(count)]
+    stored = store.append_batch([room_draft(1, text, cid=f"c{i}") for i, text in enumerate(texts)])
+    assert [a.message.text for a in stored] == texts
+    page = store.page(Scope.room("lobby"), after=0, limit=50)
+    assert [m.text for m in page.messages] == texts[:50]
+    assert store._db.execute("SELECT count(*) FROM messages").fetchone()[0] == count
+    assert ids(a.message for a in stored) == list(range(1, count + 1))

@@ -67,7 +67,10 @@ _FIELDS = 13
 # one (executemany) is a third cheaper in SQLite, and above all it takes the GIL back once per statement rather than
 # once per row: each time the writer thread wants the GIL back from a busy event loop it may wait for the loop's
 # next pause, so the writer's round trips per transaction bound the group-commit rate (scripts/bench_store.py
-# --loop-work). A batch is one statement of `_CHUNK` rows per full chunk and one of the exact size for the rest.
+# --loop-work). A batch is one statement of `_CHUNK` rows per full chunk, and the rest one statement per set bit of
+# its size (a power of two rows each): SQLite compiles a statement of a new size afresh (a batch of 175 rows spends
+# more on compiling than on inserting), so only the 12 sizes 1, 2, 4, ... 2048 are ever compiled, each once, and then
+# come from the connection's statement cache (measured: 1.5-2 us per row less than one statement of the exact size).
 _CHUNK = 2048
 
 
@@ -109,9 +112,9 @@ def _page_sql(scope: Scope, after: int | None, before: int | None, limit: int) -
     return sql, [*all_params, limit]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def _insert_sql(size: int) -> str:
-    """An INSERT of `size` rows."""
+    """An INSERT of `size` rows (a power of two)."""
     return _INSERT + ",".join([_ROW] * size)
 
 
@@ -330,10 +333,15 @@ class HistoryStore:
     def _insert_rows(self, params: list[object], count: int) -> None:
         """Insert `count` rows of flat `params`, `_CHUNK` rows per statement."""
         execute = self._db.execute
-        step = _CHUNK * _FIELDS
-        for start in range(0, count * _FIELDS, step):
-            part = params[start : start + step]
-            execute(_insert_sql(len(part) // _FIELDS), part)
+        start = 0
+        size = _CHUNK
+        while count:
+            while size > count:
+                size >>= 1
+            end = start + size * _FIELDS
+            execute(_insert_sql(size), params[start:end])
+            start = end
+            count -= size
 
     def page(self, scope: Scope, *, after: int | None = None, before: int | None = None, limit: int = 50) -> Page:
         """A page of `scope`, ascending. With `after` (alone or with `before`): the oldest `limit` above it; with
