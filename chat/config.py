@@ -31,7 +31,7 @@ class ServerConfig(_Section):
     backlog: int = 512
     secret: str = ""
     max_clients: int = 1000
-    nick_hold: float = 604_800.0
+    nick_hold: float = 28_800.0
 
 
 class LimitsConfig(_Section):

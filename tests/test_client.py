@@ -23,6 +23,7 @@ from chat.client import (
     LoginRefused,
     Message,
     Presence,
+    ReplayedMessage,
     ServerError,
     connect,
 )
@@ -196,7 +197,10 @@ async def test_the_join_replay_is_returned_and_delivered_once_history_is_only_re
     said = [await alice.say(f"before {i}", room="lobby") for i in range(3)]
     joined = await bob.join("lobby")
     assert joined.messages == said
-    assert await messages(bob, 3) == said
+    replayed = await messages(bob, 3)
+    assert replayed == [ReplayedMessage.of(m) for m in said]
+    assert all(m.replayed for m in replayed), "the context of a join without since is marked replayed"
+    assert not any(m.replayed for m in said), "an acknowledged echo is not"
     page = await bob.history(room="lobby", limit=2)
     assert page.messages == said[1:]
     await assert_marker_is_next(alice, bob, room="lobby")  # neither the page nor a second copy of the replay

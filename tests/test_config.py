@@ -46,7 +46,7 @@ def test_defaults_load_without_file_environment_or_flags() -> None:
     assert config.limits.max_payload_bytes == 1_048_576
     assert config.limits.max_text_chars == 4000
     assert config.history.replay == 50
-    assert config.server.nick_hold == 604_800
+    assert config.server.nick_hold == 28_800
 
 
 def test_built_in_defaults_pass_validation() -> None:

@@ -12,7 +12,7 @@ events it delivers.
 
 from chat.client.client import Client, ClientOptions, ClientState, Connect, connect
 from chat.client.errors import ClientClosed, ClientError, ConnectionLost, LoginRefused, ProtocolError, ServerError
-from chat.client.events import ConnectionEvent, ConnectionState, Event
+from chat.client.events import ConnectionEvent, ConnectionState, Event, ReplayedMessage
 from chat.client.resume import Backoff, ResumeState
 from chat.protocol.messages import (
     AwayChanged,
@@ -53,6 +53,7 @@ __all__ = [
     "Parted",
     "Presence",
     "ProtocolError",
+    "ReplayedMessage",
     "ResumeState",
     "RoomInfo",
     "RoomList",

@@ -42,8 +42,16 @@ import msgspec
 
 from chat.client.connection import DEFAULT_IDLE_TIMEOUT, Connection, FrameHook, RefValue
 from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, ProtocolError, ServerError
-from chat.client.events import TYPING_SHOWN_SECONDS, ConnectionEvent, ConnectionState, Event, Typing
+from chat.client.events import (
+    TYPING_SHOWN_SECONDS,
+    ConnectionEvent,
+    ConnectionState,
+    Event,
+    ReplayedMessage,
+    Typing,
+)
 from chat.client.files import FileTransfers, Progress
+from chat.client.identity import SavedIdentity, load_identity, save_identity
 from chat.client.resume import Backoff, Conversation, ResumeState
 from chat.client.udp import QuickJob, QuickReceipt, UdpLink, UdpState
 from chat.protocol import datagrams as dg
@@ -141,6 +149,7 @@ class Client:
         session: str | None = None,
         since: int | None = None,
         options: ClientOptions | None = None,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -149,6 +158,8 @@ class Client:
         self._nick = nick
         self._session = session
         self._fresh_identity = session is None
+        self._state_path = state_path
+        self._saved: SavedIdentity | None = None
         self._resume = ResumeState(private_since=since)
         self._backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
         self._events: asyncio.Queue[Event | _EndOfEvents] = asyncio.Queue()
@@ -291,6 +302,22 @@ class Client:
     def _emit(self, event: Event) -> None:
         if self._closed is None:
             self._events.put_nowait(event)
+            if self._state_path is not None and type(event) is Message and event.room is None:
+                self._save_identity()  # the private `since` of the next start moved
+
+    def _save_identity(self) -> None:
+        """Keep the token and the private `since` in the state file, if `connect(..., state=)` named one."""
+        if self._state_path is None or self._session is None:
+            return
+        identity = SavedIdentity(session=self._session, since=self._resume.private.highest, nick=self._nick)
+        if identity == self._saved:
+            return
+        try:
+            save_identity(self._state_path, identity)
+        except OSError as exc:
+            logger.warning("could not save the client state to %s: %s", os.fspath(self._state_path), exc)
+            return
+        self._saved = identity
 
     def _emit_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -642,7 +669,10 @@ class Client:
             conversation.note_seen(since)
         self._absorb(frame.messages)
         more = frame.truncated and since is not None
-        self._emit_all(self._resume.replay(conversation, frame.messages, more=more))
+        delivered: list[Message] = self._resume.replay(conversation, frame.messages, more=more)
+        if since is None:  # the room's latest messages, from before the join: context, marked so
+            delivered = [ReplayedMessage.of(message) for message in delivered]
+        self._emit_all(delivered)
 
     def _absorb(self, messages: Iterable[Message]) -> None:
         """Take the acknowledgements out of replayed or paged messages."""
@@ -719,6 +749,11 @@ class Client:
             raise
         self._connection = connection
         self.welcome = welcome
+        if self._session is not None and welcome.session != self._session and self._supervisor is None:
+            # The server did not know our token (a new database): this is a new identity, whose private messages
+            # start afresh, whatever `since` said about the old one.
+            logger.warning("the server gave a new identity for %r: its session token was not known", welcome.nick)
+            self._resume = ResumeState(private_since=0)
         self._nick = welcome.nick
         self._session = welcome.session
         self._resume.add_own_nick(welcome.nick)
@@ -773,6 +808,7 @@ class Client:
             self._state = ClientState.CLOSED
             raise
         self._set_ready(connection)
+        self._save_identity()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"chat-client {self._nick!r}")
 
     async def _settle_private(self, connection: Connection) -> None:
@@ -896,6 +932,7 @@ class Client:
                 async with asyncio.timeout(self.options.connect_timeout):
                     connection = await self._open(since=self._resume.private.since)
                 self._emit(ConnectionEvent(state=ConnectionState.CONNECTED, reason="resumed", attempt=attempt))
+                self._save_identity()
                 await self._restore(connection)
                 logger.info("resumed on %s:%d after %d attempt(s)", self.host, self.port, attempt)
                 return True
@@ -961,6 +998,7 @@ class Client:
         if self._closed is not None:
             return
         closed = ClientClosed(reason, code)
+        self._save_identity()
         self._closed = closed
         self._state = ClientState.CLOSED
         self._wake()
@@ -1036,6 +1074,7 @@ def connect(
     udp_host: str | None = None,
     udp_port: int | None = None,
     caps: tuple[str, ...] | None = DEFAULT_CAPS,
+    state: str | os.PathLike[str] | None = None,
 ) -> Connect:
     """Connect and log in: `async with connect(host, port, nick="alice") as client:` (or `await connect(...)`).
 
@@ -1045,7 +1084,16 @@ def connect(
     failures are raised here (`LoginRefused`, `ServerError`, `OSError`, `TimeoutError` after `connect_timeout`);
     after that the client reconnects by itself with exponential backoff from `backoff_initial` to `backoff_max`
     seconds, unless `reconnect` is False.
+
+    `state` names a file that keeps the identity for you (chat.client.identity): its token and private `since` are
+    used when `session` and `since` are not given, and it is updated as they change, so a program started again
+    with the same `state` is the same identity, gets its nick back and the private messages it missed.
     """
+    if state is not None:
+        saved = load_identity(state)
+        if saved is not None and session is None:
+            session = saved.session
+            since = saved.since if since is None else since
     options = ClientOptions(
         secret=secret or None,
         reconnect=reconnect,
@@ -1059,4 +1107,4 @@ def connect(
         udp_port=udp_port,
         caps=caps,
     )
-    return Connect(Client(host, port, nick, session=session, since=since, options=options))
+    return Connect(Client(host, port, nick, session=session, since=since, options=options, state_path=state))

@@ -5,7 +5,11 @@ Every event has a `type` that is its wire type and attributes named as on the wi
 
 - `Message` (`"message"`): every chat message this client should show, exactly once, in ascending id per room and for
   the private conversations: live ones, the client's own (the acknowledged echo of its `say`), the replay of a
-  `join`, the private messages replayed at login, and everything recovered by a resume.
+  `join`, the private messages replayed at login, and everything recovered by a resume. `event.replayed` is True
+  only for the context a `join` without `since` replays (the room's latest messages from before the join, a
+  `ReplayedMessage`): a bot skips those so it does not answer old requests at every start. Messages missed while
+  the client was away (a resume's `since` replay, the private replay of `connect(..., since=)`) are not marked:
+  they are new to the reader.
 - `Presence` (`"presence"`): someone joined, parted, quit, changed nick or went away.
 - `Error` (`"error"`): an error the server sent without answering one of our requests (one that does not close the
   connection; the closing ones become a `ConnectionEvent`).
@@ -25,7 +29,18 @@ from typing import ClassVar, TypeAlias
 
 import msgspec
 
-from chat.protocol.messages import ServerFrame
+from chat.protocol.messages import Message, ServerFrame
+
+
+class ReplayedMessage(Message, kw_only=True):
+    """A message of the context a `join` without `since` replays: from before the join, so not news to act on."""
+
+    replayed: ClassVar[bool] = True
+
+    @classmethod
+    def of(cls, message: Message) -> ReplayedMessage:
+        """The same message, marked replayed."""
+        return cls(**msgspec.structs.asdict(message))
 
 
 class ConnectionState(StrEnum):

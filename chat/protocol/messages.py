@@ -332,6 +332,9 @@ class Message(ServerFrame, tag="message", kw_only=True, rename={"sender": "from"
     `file` when it announces a file (its `text` is then the file's display name)."""
 
     type: ClassVar[str] = "message"
+    # Not on the wire: True only on the client library's `ReplayedMessage` (chat.client.events), the context a
+    # `join` without `since` replays; every frame read from the wire is a plain Message.
+    replayed: ClassVar[bool] = False
     id: int
     room: str | None = None
     to: str | None = None
