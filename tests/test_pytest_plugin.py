@@ -646,7 +646,7 @@ def test_a_users_file_uses_every_fixture_in_strict_mode_with_no_settings(pyteste
     user_project(pytester, test_user=USER_TESTS)
     result = pytester.runpytest_subprocess(*RUN)  # no -p: the entry point loads the plugin
     result.assert_outcomes(passed=6, failed=1)
-    result.stdout.fnmatch_lines(["*plugins:*chat-*", "*asyncio: mode=Mode.STRICT*"])
+    result.stdout.fnmatch_lines(["*plugins:*lanroom-*", "*asyncio: mode=Mode.STRICT*"])
     check_failing_expectation(result)
 
 
