@@ -58,6 +58,9 @@ class FilesConfig(_Section):
     directory: str = "data/files"
     max_bytes: int = 100 * 1024 * 1024
     quota_bytes: int = 1024 * 1024 * 1024
+    quota_bytes_per_identity: int = 256 * 1024 * 1024
+    max_open_uploads_per_identity: int = 4
+    upload_idle_seconds: float = 300.0
     bytes_per_second: int = 0
     resume_seconds: float = 3600.0
 
@@ -114,6 +117,9 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("history", "retention_days", 0),
     ("files", "max_bytes", 0),
     ("files", "quota_bytes", 0),
+    ("files", "quota_bytes_per_identity", 0),
+    ("files", "max_open_uploads_per_identity", 0),
+    ("files", "upload_idle_seconds", 0.05),
     ("files", "bytes_per_second", 0),
     ("files", "resume_seconds", 0),
 )

@@ -339,6 +339,7 @@ async def test_other_writes_are_ordered_with_the_messages(store: AsyncStore) -> 
     assert announced.message.file.fid == record.fid
     assert await store.file(record.fid) == record
     assert await store.files_size() == 5
+    assert (await store.files_size(1), await store.files_size(2)) == (5, 0)
     holders = await store.load_nicks()
     assert holders["n1"].nick == "N1" and holders["n1"].identity == identity
     assert await store.nick_holder("n1") == holders["n1"]

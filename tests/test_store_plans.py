@@ -42,6 +42,7 @@ def exercise(store: HistoryStore) -> None:
     store.add_file(record)
     store.file(record.fid)
     store.files_size()
+    store.files_size(alice)
     room = Draft(1, alice, "Alice", "alice", "hi", "c1", room="Lobby", room_key="lobby", file=record)
     private = Draft(2, alice, "Alice", "alice", "psst", "c2", recipient="Bob", recipient_key="bob",
                     recipient_identity=bob)  # fmt: skip

@@ -478,8 +478,9 @@ class Client:
 
         `name` is the display name (default: the file's own name). `progress(sent, total)` is called after each
         chunk. A lost connection does not fail it: it is offered again and goes on where the server got to.
-        Raises ServerError (`file_too_large`, `quota_exceeded`, `no_such_room`, `file_checksum` if the file
-        changed while being sent, ...) or ClientClosed.
+        Raises ServerError (`file_too_large`, `quota_exceeded`, `too_many_uploads`, `resource_exhausted` (the
+        server is out of descriptors or disk: sending the file again later resumes it), `no_such_room`,
+        `file_checksum` if the file changed while being sent, ...) or ClientClosed.
         """
         if (room is None) == (to is None):
             raise ValueError("send_file takes exactly one of room= and to=")

@@ -10,12 +10,27 @@ the connection with chat frames and never holds a room's fan-out.
 Resume: a partial upload outlives its connection for `[files] resume_seconds`; an offer of the same size and
 SHA-256 by the same identity goes on at the stored offset. Partial uploads live in memory: a server restart forgets
 them and clears the partial folder.
+
+Invariants that keep one client from exhausting the server (docs/security.md, "File uploads"):
+- An offer costs nothing but a small record: no file exists and no descriptor is open until the first chunk, and a
+  partial file's descriptor is open only during the loop turn that writes to it (`_fd`, closed by `_close_fds` at
+  the end of the turn). So descriptors held for uploads never exceed the connections that sent a chunk this turn.
+- The quotas count bytes received, never declared sizes: stored files plus the bytes partial uploads hold, in total
+  (`quota_bytes`) and per identity (`quota_bytes_per_identity`). A declared size is only compared with what is left,
+  so an offer that could never fit is refused up front, but it reserves nothing.
+- An identity has at most `max_open_uploads_per_identity` uploads; to make room for a new one, its oldest upload
+  kept for a resume is dropped; only when all of them are live on its connection is the offer refused.
+- An upload that received nothing is dropped when set aside (nothing to resume), and a live upload idle for
+  `upload_idle_seconds` is set aside, so dead offers do not pile up.
+- The operating system running out of descriptors or disk (`EXHAUSTION_ERRNOS`) answers `resource_exhausted` with
+  the upload unchanged (a short write is cut back), and is logged at most once a minute.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -23,7 +38,7 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from chat.config import Config
 from chat.core.limits import ByteBudget
@@ -39,6 +54,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DOWNLOAD_HIGH_WATER = 256 * 1024  # queued bytes above which a download waits for the connection to drain
+# What the operating system says when it is out of what a file needs: answered with resource_exhausted.
+EXHAUSTION_ERRNOS = {
+    errno.EMFILE: "file descriptors",
+    errno.ENFILE: "file descriptors (system-wide)",
+    errno.ENOSPC: "disk space",
+    errno.EDQUOT: "disk quota",
+}
+EXHAUSTION_LOG_SECONDS = 60.0  # at most one log line per this many seconds while the refusals go on
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(eq=False)
@@ -55,7 +79,8 @@ class Upload:
     session: Session | None
     written: int = 0
     hasher: Any = field(default_factory=hashlib.sha256)
-    handle: BinaryIO | None = None
+    fd: int | None = None  # open only within the loop turn that wrote to it
+    active_at: float = 0.0  # loop time of the offer or of the last chunk
     detached_at: float = 0.0
 
 
@@ -68,8 +93,19 @@ class FileService:
         self.directory = Path(self.config.directory)
         self.partial = self.directory / ".partial"
         self.uploads: dict[str, Upload] = {}
+        self._by_owner: dict[int, dict[str, Upload]] = {}
+        # Bytes received by partial uploads, and of stored files as last read from the store (refreshed at every new
+        # offer, added to at every file_done; retention only makes it high until the next offer). An owner with
+        # uploads always has an entry in both per-identity dicts.
+        self._partial_total = 0
+        self._partial_by_owner: dict[int, int] = {}
+        self._stored_total = 0
+        self._stored_by_owner: dict[int, int] = {}
+        self._open_fds: list[Upload] = []
         self._downloads: dict[Session, dict[asyncio.Task[None], str]] = {}  # running streams and their fids
         self._budgets: dict[Session, ByteBudget] = {}
+        self._exhaustion_logged = -EXHAUSTION_LOG_SECONDS
+        self._exhaustion_unlogged = 0
 
     def start(self) -> None:
         """Create the folders; partial uploads of an earlier run cannot be resumed, so their data goes."""
@@ -89,33 +125,74 @@ class FileService:
         name = file_display_name(request.name)
         upload = self._resumable(session, request)
         if upload is None:
-            if await self._used() + request.size > self.config.quota_bytes:
-                raise ProtocolViolation(ErrorCode.QUOTA_EXCEEDED, "the server's file storage is full")
-            fid = secrets.token_hex(16)
-            upload = Upload(
-                fid, session.identity, name, request.size, request.sha256, target, self.partial / fid, session
-            )
-            upload.handle = await asyncio.to_thread(open, upload.path, "wb")  # held open across chunks
-            self.uploads[fid] = upload
-        else:
-            upload.session, upload.target, upload.name = session, target, name
-            upload.handle = await asyncio.to_thread(open, upload.path, "ab")
+            stored_total = await self.service.store.files_size()
+            stored_mine = await self.service.store.files_size(session.identity)
+            upload = self._resumable(session, request)  # an offer of the same file may have run meanwhile
+            if upload is None:  # nothing awaited from here on: the checks and the registration happen together
+                upload = self._new_upload(session, request, target, name, stored_total, stored_mine)
+        if upload.written:
             logger.info("%r resumes upload %s at %d of %d bytes", session, upload.fid, upload.written, upload.size)
+        upload.session, upload.target, upload.name = session, target, name
+        upload.active_at = self.service.clock()
         session.send(wire.FileReady(fid=upload.fid, offset=upload.written, ref=request.ref))
 
+    def _new_upload(
+        self, session: Session, request: wire.FileOffer, target: Target, name: str, stored_total: int, stored_mine: int
+    ) -> Upload:
+        """Check the quotas and the cap, then register a new upload; no file is made until its first chunk."""
+        owner = session.identity
+        self._stored_total = stored_total
+        self._check_quota(owner, request.size, stored_mine)
+        self._make_room(owner)
+        fid = secrets.token_hex(16)
+        upload = Upload(fid, owner, name, request.size, request.sha256, target, self.partial / fid, session)
+        self.uploads[fid] = upload
+        self._by_owner.setdefault(owner, {})[fid] = upload
+        self._partial_by_owner.setdefault(owner, 0)
+        self._stored_by_owner[owner] = stored_mine
+        return upload
+
     def _resumable(self, session: Session, request: wire.FileOffer) -> Upload | None:
-        for upload in self.uploads.values():
+        for upload in self._by_owner.get(session.identity, {}).values():
             if (
-                upload.owner == session.identity
-                and upload.sha256 == request.sha256
+                upload.sha256 == request.sha256
                 and upload.size == request.size
                 and (upload.session is None or upload.session is session)
             ):
                 return upload
         return None
 
-    async def _used(self) -> int:
-        return await self.service.store.files_size() + sum(upload.size for upload in self.uploads.values())
+    def _check_quota(self, owner: int, count: int, stored_mine: int | None = None) -> None:
+        """Refuse `count` more bytes for `owner` if they would not fit (PROTOCOL.md 5.1: bytes received count)."""
+        quota = self.config.quota_bytes
+        used = self._stored_total + self._partial_total
+        if used + count > quota:
+            raise ProtocolViolation(
+                ErrorCode.QUOTA_EXCEEDED, f"the server's file storage is full: {used} of {quota} bytes used"
+            )
+        quota = self.config.quota_bytes_per_identity
+        if stored_mine is None:
+            stored_mine = self._stored_by_owner[owner]
+        used = stored_mine + self._partial_by_owner.get(owner, 0)
+        if quota and used + count > quota:
+            raise ProtocolViolation(
+                ErrorCode.QUOTA_EXCEEDED, f"this identity's files are full: {used} of its {quota} bytes used"
+            )
+
+    def _make_room(self, owner: int) -> None:
+        """Keep `owner` under its cap of uploads: drop its oldest one kept for a resume, or refuse the offer."""
+        cap = self.config.max_open_uploads_per_identity
+        mine = self._by_owner.get(owner, {})
+        if not cap or len(mine) < cap:
+            return
+        kept = [upload for upload in mine.values() if upload.session is None]
+        if not kept:
+            raise ProtocolViolation(
+                ErrorCode.TOO_MANY_UPLOADS, f"{len(mine)} uploads are open, the limit is {cap}: finish or cancel one"
+            )
+        oldest = min(kept, key=lambda upload: upload.detached_at)
+        logger.info("partial upload %s dropped to make room for a new upload of its identity", oldest.fid)
+        self._discard(oldest)
 
     def _upload_of(self, session: Session, fid: str) -> Upload:
         upload = self.uploads.get(fid)
@@ -135,13 +212,61 @@ class FileService:
         if upload.written + len(payload) > upload.size:
             self._discard(upload)
             raise ProtocolViolation(ErrorCode.FILE_TOO_LARGE, f"more data than the {upload.size} bytes offered")
-        assert upload.handle is not None
-        upload.handle.write(payload)
+        upload.active_at = now
+        self._check_quota(upload.owner, len(payload))  # refused: the upload stays open at its offset
+        self._write(upload, payload)
         upload.hasher.update(payload)
         upload.written += len(payload)
+        self._partial_total += len(payload)
+        self._partial_by_owner[upload.owner] += len(payload)
         pause = self._budget(session, now).spend(len(payload), now)
         if pause:
             session.peer.throttle(pause)
+
+    def _write(self, upload: Upload, payload: bytes) -> None:
+        """All of `payload` at the upload's offset, or nothing: a short write is cut back before the error."""
+        try:
+            fd = self._fd(upload)
+            view, offset = memoryview(payload), upload.written
+            try:
+                while view:
+                    count = os.pwrite(fd, view, offset)
+                    view, offset = view[count:], offset + count
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, upload.written)
+                raise
+        except OSError as exc:
+            raise self._exhausted(exc, f"upload {upload.fid}") from None
+
+    def _fd(self, upload: Upload) -> int:
+        """The partial file's descriptor, opened for this loop turn only (the module docstring says why)."""
+        if upload.fd is None:
+            upload.fd = os.open(upload.path, _WRITE_FLAGS, 0o666)
+            if not self._open_fds:
+                asyncio.get_running_loop().call_soon(self._close_fds)  # after the frames read this turn
+            self._open_fds.append(upload)
+        return upload.fd
+
+    def _close_fds(self) -> None:
+        for upload in self._open_fds:
+            self._close(upload)
+        self._open_fds.clear()
+
+    def _exhausted(self, exc: OSError, what: str) -> Exception:
+        """`resource_exhausted` for the OS running out of descriptors or disk (logged at most once a minute);
+        any other OSError is returned as it is, a failure of the server."""
+        resource = EXHAUSTION_ERRNOS.get(exc.errno or 0)
+        if resource is None:
+            return exc
+        now = self.service.clock()
+        if now - self._exhaustion_logged >= EXHAUSTION_LOG_SECONDS:
+            more = f"; {self._exhaustion_unlogged} more since the last report" if self._exhaustion_unlogged else ""
+            logger.warning("out of %s: %s refused with resource_exhausted (%s)%s", resource, what, exc.strerror, more)
+            self._exhaustion_logged, self._exhaustion_unlogged = now, 0
+        else:
+            self._exhaustion_unlogged += 1
+        return ProtocolViolation(ErrorCode.RESOURCE_EXHAUSTED, f"the server is out of {resource}; try again later")
 
     async def done(self, session: Session, request: wire.FileDone) -> None:
         """Check size and SHA-256, store the file under its fid, announce it; `file_stored` answers."""
@@ -155,8 +280,15 @@ class FileService:
             raise ProtocolViolation(ErrorCode.FILE_CHECKSUM, "the data does not match the offered sha256")
         self._close(upload)
         final = self.directory / upload.fid
-        os.replace(upload.path, final)
-        del self.uploads[upload.fid]
+        try:
+            if upload.written == 0:  # no chunk made the file
+                os.close(os.open(upload.path, _WRITE_FLAGS, 0o666))
+            os.replace(upload.path, final)
+        except OSError as exc:
+            raise self._exhausted(exc, f"file_done of {upload.fid}") from None
+        self._stored_total += upload.size
+        self._stored_by_owner[upload.owner] += upload.size
+        self._forget(upload)
         record = FileRecord(
             fid=upload.fid,
             name=upload.name,
@@ -178,13 +310,34 @@ class FileService:
         )
 
     def _close(self, upload: Upload) -> None:
-        if upload.handle is not None:
-            upload.handle.close()
-            upload.handle = None
+        if upload.fd is not None:
+            os.close(upload.fd)
+            upload.fd = None
+
+    def _set_aside(self, upload: Upload, now: float) -> None:
+        """Detach an upload from its connection, kept for a resume; one that received nothing has nothing to keep."""
+        self._close(upload)
+        if upload.written == 0:
+            self._discard(upload)
+            return
+        upload.session = None
+        upload.detached_at = now
+
+    def _forget(self, upload: Upload) -> None:
+        """Take an upload out of the books (its data is stored or discarded)."""
+        self._close(upload)
+        if self.uploads.pop(upload.fid, None) is None:
+            return
+        owner = upload.owner
+        self._partial_total -= upload.written
+        self._partial_by_owner[owner] -= upload.written
+        mine = self._by_owner[owner]
+        del mine[upload.fid]
+        if not mine:
+            del self._by_owner[owner], self._partial_by_owner[owner], self._stored_by_owner[owner]
 
     def _discard(self, upload: Upload) -> None:
-        self._close(upload)
-        self.uploads.pop(upload.fid, None)
+        self._forget(upload)
         with contextlib.suppress(FileNotFoundError):
             upload.path.unlink()
 
@@ -209,9 +362,7 @@ class FileService:
         self._stop_streams(session, request.fid)
         upload = self.uploads.get(request.fid)
         if upload is not None and upload.session is session:
-            self._close(upload)
-            upload.session = None
-            upload.detached_at = self.service.clock()
+            self._set_aside(upload, self.service.clock())
         session.send(wire.FileCancelled(fid=request.fid, ref=request.ref))
 
     def _stop_streams(self, session: Session, fid: str) -> None:
@@ -225,6 +376,12 @@ class FileService:
             source = await asyncio.to_thread(open, self.directory / record.fid, "rb")
         except FileNotFoundError:
             session.send(wire.Error(code=ErrorCode.NO_SUCH_FILE.value, message=f"file {record.fid!r} is gone", ref=ref))
+            return
+        except OSError as exc:
+            refusal = self._exhausted(exc, f"download of {record.fid}")
+            if not isinstance(refusal, ProtocolViolation):
+                raise
+            session.send(wire.Error(code=refusal.code.value, message=refusal.message, ref=ref))
             return
         try:
             source.seek(offset)
@@ -256,21 +413,26 @@ class FileService:
 
     def connection_lost(self, session: Session, now: float) -> None:
         """Keep this connection's partial uploads for a resume; stop its downloads."""
-        for upload in self.uploads.values():
+        for upload in list(self._by_owner.get(session.identity, {}).values()):
             if upload.session is session:
-                self._close(upload)
-                upload.session = None
-                upload.detached_at = now
+                self._set_aside(upload, now)
         for task in self._downloads.pop(session, {}):
             task.cancel()
         self._budgets.pop(session, None)
 
     def sweep(self, now: float) -> None:
-        """Drop partial uploads whose resume window has passed."""
+        """Drop partial uploads whose resume window has passed; set aside live ones idle for too long."""
+        idle, keep = self.config.upload_idle_seconds, self.config.resume_seconds
         for upload in list(self.uploads.values()):
-            if upload.session is None and now - upload.detached_at > self.config.resume_seconds:
-                logger.info("partial upload %s expired after %d of %d bytes", upload.fid, upload.written, upload.size)
-                self._discard(upload)
+            if upload.session is None:
+                if now - upload.detached_at > keep:
+                    logger.info(
+                        "partial upload %s expired after %d of %d bytes", upload.fid, upload.written, upload.size
+                    )
+                    self._discard(upload)
+            elif now - upload.active_at > idle:
+                logger.info("upload %s idle for %g s: set aside at %d bytes", upload.fid, idle, upload.written)
+                self._set_aside(upload, now)
 
     def remove_stored(self, fids: list[str]) -> None:
         """Delete the data of files the store has forgotten (retention)."""
@@ -279,8 +441,7 @@ class FileService:
                 (self.directory / fid).unlink()
 
     def close(self) -> None:
-        for upload in self.uploads.values():
-            self._close(upload)
+        self._close_fds()
         for tasks in self._downloads.values():
             for task in tasks:
                 task.cancel()

@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     FILE_OFFSET = "file_offset"
     NO_SUCH_FILE = "no_such_file"
     QUOTA_EXCEEDED = "quota_exceeded"
+    TOO_MANY_UPLOADS = "too_many_uploads"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CLIENTS = "too_many_clients"
     TIMEOUT = "timeout"

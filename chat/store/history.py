@@ -401,9 +401,12 @@ class HistoryStore:
         self._db.execute("DELETE FROM files WHERE created < ?", (cutoff_ms,))
         return fids
 
-    def files_size(self) -> int:
-        """Bytes of every stored file."""
-        return int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM files").fetchone()[0])
+    def files_size(self, owner: int | None = None) -> int:
+        """Bytes of every stored file, or of those sent by one identity (the file quotas)."""
+        if owner is None:
+            return int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM files").fetchone()[0])
+        query = "SELECT COALESCE(SUM(size), 0) FROM files WHERE owner = ?"
+        return int(self._db.execute(query, (owner,)).fetchone()[0])
 
 
 def now_ms() -> int:

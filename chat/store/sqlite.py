@@ -313,9 +313,9 @@ class AsyncStore:
         """The stored file with this id, or None."""
         return await self._read(lambda store: store.file(fid))
 
-    async def files_size(self) -> int:
-        """Bytes of every stored file."""
-        return await self._read(lambda store: store.files_size())
+    async def files_size(self, owner: int | None = None) -> int:
+        """Bytes of every stored file, or of those sent by one identity."""
+        return await self._read(lambda store: store.files_size(owner))
 
     async def last_id(self) -> int:
         """The highest id ever assigned (0 if none)."""
