@@ -27,6 +27,7 @@ from chat.protocol.messages import (
     Presence,
     RoomInfo,
     RoomList,
+    WhoisInfo,
 )
 
 __all__ = [
@@ -58,5 +59,6 @@ __all__ = [
     "RoomInfo",
     "RoomList",
     "ServerError",
+    "WhoisInfo",
     "connect",
 ]

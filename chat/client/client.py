@@ -87,6 +87,8 @@ from chat.protocol.messages import (
     SetAway,
     Welcome,
     Who,
+    Whois,
+    WhoisInfo,
 )
 
 logger = logging.getLogger("chat.client")
@@ -553,6 +555,11 @@ class Client:
         """The members of a room, with their away texts; with `after` or `limit`, one page of them in folded nick
         order, with `count` and `next` (PROTOCOL.md 10.4, needs the lazy-members cap; otherwise the whole list)."""
         return _expect(await self._request(lambda ref: Who(room=room, after=after, limit=limit, ref=ref)), Members)
+
+    async def whois(self, nick: str) -> WhoisInfo:
+        """What the server shares about a nick: online with its rooms, away text, idle seconds and login time, or
+        offline with when it was last used (PROTOCOL.md 3.13). ServerError `no_such_nick` if nobody ever had it."""
+        return _expect(await self._request(lambda ref: Whois(nick=nick, ref=ref)), WhoisInfo)
 
     async def rooms(self) -> RoomList:
         """Every room with at least one member."""

@@ -102,6 +102,7 @@ class ChatService:
         # A room name as sent -> its key: the same few names arrive with every message, and a dict lookup costs a
         # tenth of checking and folding the name again. Only valid names get in; bounded by clearing when full.
         self._room_keys: dict[str, str] = {}
+        self._last_spoke: dict[Session, float] = {}  # loop time of each online session's last say or quick (whois)
         self.clock = clock  # loop time, for rate limits and timeouts
         self.quick = QuickRouter(engine, config)
         self.files = FileService(self, config)
@@ -131,6 +132,7 @@ class ChatService:
             wire.Say: self.say,
             wire.HistoryQuery: self.history,
             wire.Who: self.who,
+            wire.Whois: self.whois,
             wire.SetAway: self.set_away,
             wire.ChangeNick: self.change_nick,
             wire.ListRooms: self.list_rooms,
@@ -162,6 +164,7 @@ class ChatService:
         """Tidy up after a connection ends: rooms hear `quit`, the nick stays held from now on."""
         if not self.engine.unregister(session):
             return
+        self._last_spoke.pop(session, None)
         logger.info("%r disconnected", session)
         self.files.connection_lost(session, self.clock())
         self._leave_all_rooms(session, "quit")
@@ -437,6 +440,30 @@ class ChatService:
             )
         )
 
+    def whois(self, session: Session, request: wire.Whois) -> None:
+        """PROTOCOL.md 3.13: rooms, away, idle time and login time of a nick in use; when a held one was last used."""
+        nick = checked_nick(request.nick)
+        key = fold(nick)
+        online = self.engine.by_nick(key)
+        if online is not None:
+            spoke = self._last_spoke.get(online, online.connected_at)
+            session.send(
+                wire.WhoisInfo(
+                    nick=online.nick,
+                    online=True,
+                    rooms=[room.name for room in online.rooms.values()],
+                    away=online.away,
+                    idle=round(max(0.0, self.clock() - spoke), 1),
+                    connected=now_ms() - round((self.clock() - online.connected_at) * 1000),
+                    ref=request.ref,
+                )
+            )
+            return
+        holder = self.engine.nick_holder(key)
+        if holder is None:
+            raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {nick!r}")
+        session.send(wire.WhoisInfo(nick=holder.nick, online=False, seen=holder.last_used, ref=request.ref))
+
     @staticmethod
     def _member_page(room: Room, after: str | None, limit: int) -> tuple[list[Session], bool]:
         """Up to `limit` members in folded nick order, after the nick `after` (exclusive, folded; it need not be a
@@ -481,6 +508,7 @@ class ChatService:
 
     def say(self, session: Session, request: wire.Say) -> None:
         """Validate, queue for storage; the commit callback fans the message out (the echo is the ack)."""
+        self._last_spoke[session] = self.clock()
         target = self.resolve_target(session, request.room, request.to, "say")
         text = checked_text(request.text, self.config.limits.max_text_chars)
         self.submit_message(session, target, text, request.cid, request.ref)

@@ -106,6 +106,13 @@ class Who(Request, tag="who", kw_only=True):
     limit: PageLimit | None = None
 
 
+class Whois(Request, tag="whois", kw_only=True):
+    """What may be shared about a nick: online or when last seen, its rooms, away text, idle time (PROTOCOL.md 3.13)."""
+
+    type: ClassVar[str] = "whois"
+    nick: str
+
+
 class SetAway(Request, tag="away", kw_only=True):
     type: ClassVar[str] = "away"
     text: str | None = None
@@ -186,6 +193,7 @@ ClientRequest = (
     | Say
     | HistoryQuery
     | Who
+    | Whois
     | SetAway
     | ChangeNick
     | ListRooms
@@ -419,6 +427,21 @@ class Members(ServerFrame, tag="members", kw_only=True):
     ref: Ref | None = None
 
 
+class WhoisInfo(ServerFrame, tag="whois", kw_only=True):
+    """The answer to `whois` (PROTOCOL.md 3.13): for a nick in use, its rooms, away text, idle seconds and login
+    time; for a nick held by an identity that is offline, when it last used it."""
+
+    type: ClassVar[str] = "whois"
+    nick: str
+    online: bool
+    rooms: list[str] | msgspec.UnsetType = msgspec.UNSET
+    away: str | msgspec.UnsetType | None = msgspec.UNSET
+    idle: float | msgspec.UnsetType = msgspec.UNSET
+    connected: int | msgspec.UnsetType = msgspec.UNSET
+    seen: int | msgspec.UnsetType = msgspec.UNSET
+    ref: Ref | None = None
+
+
 class AwayChanged(ServerFrame, tag="away", kw_only=True):
     """The answer to `away`; `text` is always written, null meaning back."""
 
@@ -543,6 +566,7 @@ ServerMessage = (
     | Presences
     | HistoryPage
     | Members
+    | WhoisInfo
     | AwayChanged
     | NickChanged
     | RoomList
