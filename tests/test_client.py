@@ -709,3 +709,15 @@ async def test_ten_clients_push_two_thousand_messages_each_seen_once_by_everyone
     assert len(set(expected)) == 2000
     for client in clients:
         assert [m.id for m in await messages(client, 2000)] == expected
+
+
+@pytest.mark.asyncio
+async def test_history_takes_the_room_as_its_first_argument_like_who(
+    chat_server: ServerFactory, chat_client: ClientFactory
+) -> None:
+    server = await chat_server()
+    alice = await chat_client(server, "alice")
+    await alice.join("lobby")
+    said = await alice.say("one", room="lobby")
+    assert (await alice.history("lobby")).messages == [said]
+    assert [m.nick for m in (await alice.who("lobby")).members] == ["alice"]

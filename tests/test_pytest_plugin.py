@@ -640,6 +640,8 @@ def check_failing_expectation(result: pytest.RunResult) -> None:
             "*connection(state='connected', reason='logged in', attempt=0)*",
         ]
     )
+    # The failure points at the user's line, not at the plugin's source (its frames are hidden from the report)
+    assert 'raise AssertionError(f"{self.nick}: no' not in result.stdout.str()
 
 
 def test_a_users_file_uses_every_fixture_in_strict_mode_with_no_settings(pytester: pytest.Pytester) -> None:

@@ -534,8 +534,8 @@ class Client:
 
     async def history(
         self,
-        *,
         room: str | None = None,
+        *,
         to: str | None = None,
         private: bool = False,
         after: int | None = None,

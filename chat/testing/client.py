@@ -121,6 +121,7 @@ class ChatTestClient(Client):
         Other events stay queued for later. AssertionError after `timeout` seconds, or if the client ends first,
         listing the events that arrived instead.
         """
+        __tracebackhide__ = True  # pytest: a failure shows the test's line, not this method's source
         for event in self._backlog:
             if _matches(event, kind, where, fields):
                 self._backlog.remove(event)
@@ -155,6 +156,7 @@ class ChatTestClient(Client):
     ) -> None:
         """AssertionError if a matching event is queued or arrives within `within` seconds (which it always waits:
         absence can only be shown by waiting). Other events stay queued."""
+        __tracebackhide__ = True
         try:
             event = await self.expect(kind, where, timeout=within, **fields)
         except AssertionError:
