@@ -104,6 +104,7 @@ async def test_a_refused_quick_raises_with_the_code_and_is_not_also_an_event(ser
         with pytest.raises(ServerError) as unknown:
             await alice.quick("anyone?", to="nobody")
         assert unknown.value.code == "no_such_nick"
+        assert str(unknown.value) == "no_such_nick: nobody ever had that nick", "the code once, then words"
         marker = await alice.ping()
         assert marker >= 0
         leftovers = []

@@ -113,6 +113,19 @@ class ClientState(StrEnum):
 DEFAULT_CAPS = (PRESENCE_BATCH, LAZY_MEMBERS)  # PROTOCOL.md 10: what a client asks for unless told otherwise
 
 
+# What an ACK's refusal code means (PROTOCOL.md 6.3): the ACK carries only the code, the words are ours.
+QUICK_REFUSALS = {
+    "bad_request": "the quick message was not well formed",
+    "bad_text": "the text may not be sent",
+    "bad_nick": "that is not a valid nick",
+    "bad_room": "that is not a valid room name",
+    "no_such_nick": "nobody ever had that nick",
+    "nick_offline": "that nick is not connected (quick messages are not stored)",
+    "no_such_room": "there is no such room",
+    "not_in_room": "you are not in that room",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
     """How a client connects and reconnects; `connect()` takes each as a keyword argument."""
@@ -434,7 +447,7 @@ class Client:
             return
         if job.seq is not None:
             self._refused_seqs.add(job.seq)
-        job.future.set_exception(ServerError(code, f"quick message refused: {code}"))
+        job.future.set_exception(ServerError(code, QUICK_REFUSALS.get(code, "the server refused the quick message")))
 
     def _quick_expired(self, job: QuickJob) -> None:
         """No ACK 5 s after the first send: over TCP with the datagram's seq (the server dedupes on it)."""
