@@ -67,3 +67,19 @@ def test_a_skipped_joiner_has_only_the_others_events_held() -> None:
     assert peer_of(ann).events == [join, _message(5)]
     assert peer_of(engine_joiner).events == []  # held, not sent
     assert room.release(engine_joiner) == [_message(5)]
+
+
+def test_a_member_added_during_a_turn_gets_only_what_is_published_after_it_and_shares_the_batch() -> None:
+    rooms, (ann, bob), _ = _room_of("ann", "bob")
+    room = rooms.get("lobby")
+    assert room is not None
+    room.publish(_message(1))
+    cy = logged_in(LocalEngine(lambda: None), "cy", 3)
+    rooms.add_member("lobby", "lobby", cy)  # no flush: the turn's batch goes on growing
+    assert peer_of(ann).events == []
+    join = Presence(room="lobby", nick="cy", event="join")
+    room.publish(join, skip=cy)
+    room.publish(_message(2))
+    rooms.flush()
+    assert peer_of(ann).events == peer_of(bob).events == [_message(1), join, _message(2)]
+    assert peer_of(cy).events == [_message(2)], "not message 1 (before it came in), not its own join"

@@ -5,8 +5,9 @@ A room exists while it has members; it keeps the spelling of the join that creat
 Fan-out is batched per loop turn: `publish` appends an event to the room's pending list and asks, once per turn,
 to be flushed; `flush` encodes the pending events once per codec, joins them, and hands the same encoded batch to
 every member of that codec. No per-recipient encoding, no per-recipient await, and per member one call per turn
-however many messages the turn carried. Order is kept: anything that changes membership flushes the pending events
-first, so every member sees the room's events in publish order.
+however many messages the turn carried. Order is kept: every member sees the room's events in publish order; a member
+added during a turn gets the turn's events from where it came in (the joins of one turn share one batch), and one
+leaving gets everything published before it leaves (`remove` flushes first).
 
 The join watermark (PROTOCOL.md 8, "a message is either in `joined.messages` or sent live, never both and never
 neither"): a joiner is added first, as *joining*: the room's events from then on are held for it, not sent. The
@@ -38,6 +39,7 @@ class Room:
     """One room: display name, folded key, members in join order, events pending for this turn, the watermark."""
 
     __slots__ = (
+        "_added_at",
         "_by_codec",
         "_joining",
         "_pending",
@@ -58,6 +60,7 @@ class Room:
         self._joining: dict[Session, list[ServerFrame]] = {}
         self._pending: list[ServerFrame] = []
         self._skips: dict[int, Session] = {}  # index in _pending -> the member it is about, which must not get it
+        self._added_at: dict[Session, int] = {}  # a member added this turn -> the index in _pending it came in at
         self._schedule = schedule
 
     def __contains__(self, member: object) -> bool:
@@ -72,8 +75,12 @@ class Room:
     # --- membership ----------------------------------------------------------------------------------------------
 
     def add(self, session: Session, *, hold: bool) -> None:
-        """Add a member; with `hold`, its events are held until `release` (a join in progress)."""
-        self.flush()
+        """Add a member; with `hold`, its events are held until `release` (a join in progress).
+
+        The turn's pending events are not flushed: the member is marked as coming in at their current end, and gets
+        only what is published after it, so the joins of one turn share one batch (PROTOCOL.md 10.2)."""
+        if self._pending:
+            self._added_at[session] = len(self._pending)
         self.members[session] = None
         if hold:
             self._joining[session] = []
@@ -122,26 +129,32 @@ class Room:
             return
         self._pending = []
         skips, self._skips = self._skips, {}
-        skipped = {session.peer: session for session in skips.values()}
+        added, self._added_at = self._added_at, {}
+        # The members whose share of the batch is not all of it: skipped by an event, or added during the turn
+        special = {session.peer: session for session in skips.values()}
+        special.update((session.peer, session) for session in added)
         for codec, peers in self._by_codec.items():
             encoded = None
             for peer in peers:
-                session = skipped.get(peer) if skipped else None
+                session = special.get(peer) if special else None
                 if session is None:
                     if encoded is None:
                         encoded = codec.encode_batch(events)
                     peer.send_batch(encoded, events)
                 else:
-                    own = _without(events, skips, session)
+                    own = _share(events, skips, added, session)
                     if own:
                         peer.send_batch(codec.encode_batch(own), own)
         for session, held in self._joining.items():
-            held.extend(_without(events, skips, session) if session.peer in skipped else events)
+            held.extend(_share(events, skips, added, session) if session.peer in special else events)
 
 
-def _without(events: list[ServerFrame], skips: dict[int, Session], session: Session) -> list[ServerFrame]:
-    """`events` less those published with `skip=session`."""
-    return [event for index, event in enumerate(events) if skips.get(index) is not session]
+def _share(
+    events: list[ServerFrame], skips: dict[int, Session], added: dict[Session, int], session: Session
+) -> list[ServerFrame]:
+    """The events of a turn that `session` gets: from where it was added on, less those published with its skip."""
+    start = added.get(session, 0)
+    return [event for index, event in enumerate(events) if index >= start and skips.get(index) is not session]
 
 
 class RoomDirectory:
