@@ -212,7 +212,11 @@ def load_config(
     env = environment_overrides(os.environ if environ is None else environ)
     if env:
         _merge(data, env)
-        data = _as_dict(_build(data, strict=False))
+        try:
+            data = _as_dict(_build(data, strict=False))
+        except ConfigError as exc:  # name the variables: the bad value came from one of them
+            names = ", ".join(f"CHAT_{section.upper()}_{key.upper()}" for section in env for key in env[section])
+            raise ConfigError(f"{exc} (from the environment: {names})") from None
     if overrides:
         _merge(data, overrides)
     return _build(data, strict=False)

@@ -142,8 +142,8 @@ def test_integer_for_a_seconds_value_is_accepted(chat_config_file: Any) -> None:
     assert config.limits.idle_timeout == 30.0
 
 
-def test_non_numeric_environment_value_is_an_error_naming_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"server\.port"):
+def test_non_numeric_environment_value_is_an_error_naming_the_key_and_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"server\.port.*CHAT_SERVER_PORT"):
         load_config(environ={"CHAT_SERVER_PORT": "seven"})
 
 

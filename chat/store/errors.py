@@ -2,6 +2,7 @@
 
 ChatError (chat.protocol.errors)
  +-- StoreError                 the history store cannot do what was asked
+      +-- StoreUnavailable      the database cannot be opened: corrupt, read-only, or its folder cannot be made
       +-- SchemaTooNew          the database was made by a newer chat-server: refused, never touched
       +-- StoreClosed           a call after `AsyncStore.close()` (local misuse)
       +-- BackupRefused         `chat-server backup` cannot start (no database, destination exists, ...)
@@ -14,6 +15,10 @@ from chat.protocol.errors import ChatError
 
 class StoreError(ChatError):
     """The history store cannot do what was asked; the message says what and where."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be opened or created; the message names the file and says why, in one line."""
 
 
 class SchemaTooNew(StoreError):

@@ -57,7 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chat.store.errors import StoreClosed, StoreError
+from chat.store.errors import StoreClosed, StoreError, StoreUnavailable
 from chat.store.history import HistoryStore
 from chat.store.records import Appended, Draft, FileRecord, NickHolder, Page, Scope
 
@@ -152,17 +152,24 @@ class AsyncStore:
         opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._writer = threading.Thread(target=self._writer_main, args=(opened,), name="chat-store-writer", daemon=True)
         self._writer.start()
-        await asyncio.wrap_future(opened)
+        try:
+            await asyncio.wrap_future(opened)
+        except (sqlite3.Error, OSError) as exc:
+            self._writer.join()
+            self._writer = None
+            raise unavailable(self.path, exc) from exc
         if self.path != ":memory:":
             self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chat-store-reader")
             try:
                 self._reader_store = await loop.run_in_executor(
                     self._reader, lambda: HistoryStore(self.path, read_only=True)
                 )
-            except BaseException:
+            except BaseException as exc:
                 self._reader.shutdown(wait=False)
                 self._reader = None
                 await self._stop_writer()
+                if isinstance(exc, sqlite3.Error | OSError):
+                    raise unavailable(self.path, exc) from exc
                 raise
             if self.checkpoint_seconds > 0:
                 self._checkpointer = threading.Thread(
@@ -448,6 +455,24 @@ class AsyncStore:
                 future.set_exception(outcome.error)
             else:
                 future.set_result(outcome)
+
+
+def unavailable(path: str, exc: sqlite3.Error | OSError) -> StoreUnavailable:
+    """The one-line reason a database cannot be opened, naming the file."""
+    if isinstance(exc, OSError):
+        if isinstance(exc, NotADirectoryError | FileExistsError):
+            why = f"a part of its folder is not a folder ({exc.filename or exc.strerror})"
+        else:
+            why = exc.strerror or str(exc)
+    elif isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+        why = "the file is not an SQLite database (corrupt, or another kind of file)"
+    elif "readonly" in str(exc) or "read-only" in str(exc):
+        why = "the file or its folder is read-only"
+    elif "unable to open" in str(exc):
+        why = "the file cannot be opened or created (check the folder exists and is writable)"
+    else:
+        why = str(exc)
+    return StoreUnavailable(f"{path}: cannot open the history database: {why}")
 
 
 def _set_result(future: asyncio.Future[None] | None, value: None) -> None:
