@@ -71,12 +71,11 @@ async def test_quick_to_a_recipient_without_udp_goes_over_tcp(server: ChatServer
 
 
 async def test_unacked_quick_is_retransmitted_then_falls_back_to_tcp(
-    server: ChatServer, connect: ConnectFactory, monkeypatch: pytest.MonkeyPatch
+    server: ChatServer, connect: ConnectFactory
 ) -> None:
     """The wiring: the server's timer drives the router's schedule (tests/test_quick_router.py tests the schedule
     itself at exact instants); here the schedule is a tenth of the real one, so the test waits 0.5 s, not 5."""
-    monkeypatch.setattr(dg, "RETRANSMIT_AFTER", tuple(t / 10 for t in dg.RETRANSMIT_AFTER))
-    monkeypatch.setattr(dg, "GIVE_UP_AFTER", dg.GIVE_UP_AFTER / 10)
+    server.service.quick.schedule = dg.PROTOCOL_SCHEDULE.scaled(0.1)
     alice, bob = await connect("alice"), await connect("bob")
     a_udp, b_udp = await udp_for(server, alice), await udp_for(server, bob)
     loop = asyncio.get_running_loop()

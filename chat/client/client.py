@@ -45,7 +45,7 @@ from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, Proto
 from chat.client.events import TYPING_SHOWN_SECONDS, ConnectionEvent, ConnectionState, Event, Typing
 from chat.client.files import FileTransfers, Progress
 from chat.client.resume import Backoff, Conversation, ResumeState
-from chat.client.udp import QuickJob, QuickReceipt, UdpLink, UdpState
+from chat.client.udp import PROTOCOL_TIMINGS, QuickJob, QuickReceipt, UdpLink, UdpState, UdpTimings
 from chat.protocol import datagrams as dg
 from chat.protocol.caps import LAZY_MEMBERS, PRESENCE_BATCH
 from chat.protocol.errors import ErrorCode
@@ -118,6 +118,8 @@ class ClientOptions:
     udp: bool = True  # use the UDP quick channel (False: quick messages always go over TCP)
     udp_host: str | None = None  # where the server's UDP port is, if not at `host` (a test relay, say)
     udp_port: int | None = None  # if not the port `welcome` names
+    # PROTOCOL.md 6.4: HELLO, retransmission and TCP fallback times (tests shorten them: `UdpTimings().scaled(0.1)`)
+    udp_timings: UdpTimings = PROTOCOL_TIMINGS
     # PROTOCOL.md 10: extensions asked for at login; None asks for none (the plain protocol of sections 1-9)
     caps: tuple[str, ...] | None = DEFAULT_CAPS
 
@@ -216,13 +218,14 @@ class Client:
         return self._udp.state.value if self._udp is not None else UdpState.OFF.value
 
     async def wait_udp(self, timeout: float | None = None) -> bool:
-        """Wait until the UDP quick channel is bound; False if it is not within `timeout` (blocked, or off)."""
+        """Wait until the UDP quick channel is bound (True) or found blocked (False, as soon as the HELLOs of its
+        first binding cycle went unanswered); False too if it is off or neither happened within `timeout`."""
         link = self._udp
         if link is None:
             return False
         try:
             async with asyncio.timeout(timeout):
-                await link.wait_bound()
+                await link.wait_settled()
         except TimeoutError:
             return False
         return link.state is UdpState.OK
@@ -746,6 +749,7 @@ class Client:
                 on_typing=self._typing_received,
                 on_ack=self._quick_acked,
                 on_expired=self._quick_expired,
+                timings=self.options.udp_timings,
             )
         except OSError as exc:
             logger.info("no UDP quick channel (%s): quick messages go over TCP", exc)
@@ -1035,6 +1039,7 @@ def connect(
     udp: bool = True,
     udp_host: str | None = None,
     udp_port: int | None = None,
+    udp_timings: UdpTimings = PROTOCOL_TIMINGS,
     caps: tuple[str, ...] | None = DEFAULT_CAPS,
 ) -> Connect:
     """Connect and log in: `async with connect(host, port, nick="alice") as client:` (or `await connect(...)`).
@@ -1044,7 +1049,8 @@ def connect(
     (`client.highest_id()`), so the private messages received meanwhile are delivered. The first connection's
     failures are raised here (`LoginRefused`, `ServerError`, `OSError`, `TimeoutError` after `connect_timeout`);
     after that the client reconnects by itself with exponential backoff from `backoff_initial` to `backoff_max`
-    seconds, unless `reconnect` is False.
+    seconds, unless `reconnect` is False. `udp_timings` is the UDP schedule (HELLO attempts, retransmissions, the
+    5 s TCP fallback); keep the protocol's default outside tests.
     """
     options = ClientOptions(
         secret=secret or None,
@@ -1057,6 +1063,7 @@ def connect(
         udp=udp,
         udp_host=udp_host,
         udp_port=udp_port,
+        udp_timings=udp_timings,
         caps=caps,
     )
     return Connect(Client(host, port, nick, session=session, since=since, options=options))
