@@ -59,6 +59,22 @@ async def test_50_joins_of_one_turn_reach_a_batch_member_as_one_frame_and_a_plai
         assert not [h for h in member.inbox if h["type"] in ("presence", "presences")]
 
 
+async def test_50_joins_of_one_turn_reach_a_member_without_caps_as_50_presence_frames_in_join_order(
+    connect: ConnectFactory,
+) -> None:
+    plain = await connect("plain")
+    await plain.join("big")
+    joiners = [await connect(f"j{i}") for i in range(50)]
+    for joiner in joiners:  # one server turn, as above
+        joiner.writer.write(frame({"type": "join", "room": "big"}))
+    await asyncio.gather(*(j.writer.drain() for j in joiners))
+    await asyncio.gather(*(j.expect("joined") for j in joiners))
+    joins = [await plain.first_of("presences", "presence") for _ in range(50)]
+    assert all(h == {"type": "presence", "room": "big", "nick": h["nick"], "event": "join"} for h in joins)
+    who = await plain.request({"type": "who", "room": "big"}, "members")
+    assert [h["nick"] for h in joins] == [m["nick"] for m in who["members"]][1:], "one per join, in join order"
+
+
 async def test_resumed_join_is_marked_only_for_batch_members(connect: ConnectFactory) -> None:
     batch, plain, back = await connect("batch", caps=["presence-batch"]), await connect("plain"), await connect("back")
     await batch.join("r")
