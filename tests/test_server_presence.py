@@ -130,3 +130,51 @@ def test_a_turn_of_presence_events_is_one_frame_for_the_batch_codec() -> None:
     assert frames[0]["events"][3] == {"nick": "n3", "event": "join", "resumed": True}
     plain = FrameCodec().encode(events[3])
     assert b"resumed" not in plain, "a plain presence never carries resumed"
+
+
+# PROTOCOL.md 2.5, 3.2, 3.6 and 3.7: the frames of the protocol before section 10, keys in the documented order.
+PRE_EXTENSION_KEYS = {
+    "welcome": ["type", "nick", "session", "udp", "limits", "ref"],
+    "udp": ["port", "sid", "key"],
+    "limits": [
+        "max_header_bytes",
+        "max_payload_bytes",
+        "max_text_chars",
+        "send_queue_bytes",
+        "messages_per_second",
+        "burst",
+        "idle_timeout",
+        "login_timeout",
+        "replay",
+        "history_limit",
+    ],
+    "joined": ["type", "room", "members", "messages", "truncated", "ref"],
+    "presence": ["type", "room", "nick", "event"],
+    "members": ["type", "room", "members", "ref"],
+    "member": ["nick", "away"],
+}
+
+
+async def test_a_client_asking_for_no_caps_sees_exactly_the_pre_extension_frames(connect: ConnectFactory) -> None:
+    """Whatever caps the others asked for and whatever fields it sends itself, a client without caps gets the
+    pre-extension frames key for key, in order: no caps, members_page, member_count, count, next, resumed."""
+    plain = await connect()
+    welcome = await plain.login("plain", ref=1)
+    assert list(welcome) == PRE_EXTENSION_KEYS["welcome"]
+    assert list(welcome["udp"]) == PRE_EXTENSION_KEYS["udp"]
+    assert list(welcome["limits"]) == PRE_EXTENSION_KEYS["limits"]
+    joined = await plain.request({"type": "join", "room": "r", "ref": 2}, "joined")
+    assert list(joined) == PRE_EXTENSION_KEYS["joined"] and joined["members"] == ["plain"]
+    rich = await connect("rich", caps=["presence-batch", "lazy-members"])
+    await rich.join("r", resumed=True)
+    presence = await plain.first_of("presence", "presences")
+    assert list(presence) == PRE_EXTENSION_KEYS["presence"]
+    assert presence == {"type": "presence", "room": "r", "nick": "rich", "event": "join"}
+    paged = {"type": "who", "room": "r", "limit": 1, "after": "a", "ref": 4}  # ignored without lazy-members
+    for who in ({"type": "who", "room": "r", "ref": 3}, paged):
+        members = await plain.request(who, "members")
+        assert list(members) == PRE_EXTENSION_KEYS["members"]
+        assert [list(m) for m in members["members"]] == [PRE_EXTENSION_KEYS["member"]] * 2
+        assert [m["nick"] for m in members["members"]] == ["plain", "rich"], "the whole list, in join order"
+    await plain.request({"type": "rooms", "ref": 5}, "rooms")  # a barrier: nothing else arrived before it
+    assert plain.inbox == []
