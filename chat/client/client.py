@@ -28,7 +28,6 @@ import contextlib
 import itertools
 import logging
 import os
-import secrets
 import ssl as ssl_module
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -40,6 +39,7 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
+from chat.client.cids import CidGenerator
 from chat.client.connection import DEFAULT_IDLE_TIMEOUT, Connection, FrameHook, RefValue
 from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, ProtocolError, ServerError
 from chat.client.events import TYPING_SHOWN_SECONDS, ConnectionEvent, ConnectionState, Event, Typing
@@ -172,6 +172,7 @@ class Client:
         self._supervisor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._files = FileTransfers(self)
+        self._new_cid = CidGenerator()  # time-first cids (chat/client/cids.py): cheap for the server's cid index
 
     def __repr__(self) -> str:
         return f"<Client {self._nick!r} {self.host}:{self.port} {self._state.value}>"
@@ -308,13 +309,13 @@ class Client:
 
         The returned `Message` is the server's echo (with its `id`), which is also delivered as an event. The say
         survives lost connections (see the module doc); cancelling the call does not withdraw it. `cid` defaults
-        to a fresh random one. Raises ServerError if the server refuses it (`bad_text`, `not_in_room`,
-        `no_such_nick`, `rate_limited`, ...), ClientClosed if the client ends first.
+        to a fresh one that starts with the time (chat/client/cids.py). Raises ServerError if the server refuses
+        it (`bad_text`, `not_in_room`, `no_such_nick`, `rate_limited`, ...), ClientClosed if the client ends first.
         """
         if (room is None) == (to is None):
             raise ValueError("say takes exactly one of room= and to=")
         self._check_open()
-        cid = cid or secrets.token_hex(8)
+        cid = cid or self._new_cid()
         if self._resume.is_tracked(cid):
             raise ValueError(f"a say with cid {cid!r} is already waiting for its acknowledgement")
         say = Say(room=room, to=to, text=text, cid=cid)
@@ -354,7 +355,7 @@ class Client:
         if (room is None) == (to is None):
             raise ValueError("quick takes exactly one of room= and to=")
         self._check_open()
-        cid = cid or secrets.token_hex(8)
+        cid = cid or self._new_cid()
         if cid in self._quick_jobs:
             raise ValueError(f"a quick message with cid {cid!r} is already waiting for its acknowledgement")
         future: asyncio.Future[QuickReceipt] = asyncio.get_running_loop().create_future()
