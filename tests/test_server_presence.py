@@ -111,7 +111,7 @@ async def test_lazy_members_pages_cover_every_member_once(connect: ConnectFactor
     assert "count" not in ignored and len(ignored["members"]) == 131, "without the cap the fields are ignored"
 
 
-def test_a_turn_of_presence_events_is_one_frame_for_the_batch_codec() -> None:
+async def test_a_turn_of_presence_events_is_one_frame_for_the_batch_codec() -> None:
     """Room.flush encodes a turn once per codec; the batch codec merges its presence events, in order."""
     from chat.protocol.frames import PREFIX
     from chat.protocol.messages import Message, Presence
