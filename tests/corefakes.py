@@ -25,6 +25,9 @@ class FakeCodec:
     def join(self, parts: list[Any]) -> Any:
         return list(parts)
 
+    def encode_batch(self, events: Sequence[ServerFrame]) -> Any:
+        return list(events)
+
 
 CODEC = FakeCodec()
 
