@@ -7,12 +7,13 @@ import socket
 
 import pytest
 
-from chat.client import Client, ServerError, connect
+from chat.client import Client, ServerError, UdpTimings, connect
 from chat.client.events import Typing
 from chat.protocol.messages import QuickMessage
 from chat.server.app import ChatServer
 
 pytestmark = pytest.mark.asyncio
+FAST_UDP = UdpTimings().scaled(0.05)
 
 
 async def next_quick(client: Client, timeout: float = 10.0) -> QuickMessage:
@@ -64,11 +65,15 @@ async def test_a_client_with_udp_blocked_still_sends_and_receives_quick_messages
 
 
 async def test_a_dead_udp_port_is_reported_blocked_and_tcp_carries_the_message(server: ChatServer) -> None:
+    """Real sockets on a twentieth of the protocol's schedule: BLOCKED 0.25 s after the first HELLO, not 5 s
+    (tests/test_client_udp.py checks the full schedule at its exact instants)."""
     dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never read: HELLOs vanish
     dead.bind(("127.0.0.1", 0))
     try:
         async with (
-            connect("127.0.0.1", server.port, nick="alice", udp_port=dead.getsockname()[1]) as alice,
+            connect(
+                "127.0.0.1", server.port, nick="alice", udp_port=dead.getsockname()[1], udp_timings=FAST_UDP
+            ) as alice,
             connect("127.0.0.1", server.port, nick="bob") as bob,
         ):
             assert not await alice.wait_udp(6)

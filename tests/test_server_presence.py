@@ -7,6 +7,7 @@ import asyncio
 import msgspec
 import pytest
 from conftest import ConnectFactory
+from rawwire import frame
 
 pytestmark = pytest.mark.asyncio
 
@@ -20,26 +21,51 @@ async def test_login_without_caps_gets_no_caps_and_unknown_caps_are_not_echoed(c
     assert asking.welcome["limits"]["members_page"] == 100
 
 
-async def test_joins_of_one_turn_reach_a_batch_member_as_one_frame(connect: ConnectFactory) -> None:
+async def test_50_joins_of_one_turn_reach_a_batch_member_as_one_frame_and_a_plain_member_as_50_in_order(
+    connect: ConnectFactory,
+) -> None:
     watcher = await connect("watcher", caps=["presence-batch"])
     plain = await connect("plain")
     await watcher.join("big")
     await plain.join("big")
     await watcher.expect("presences")
     joiners = [await connect(f"j{i}") for i in range(50)]
-    # The joins are written together, so the server reads them in few turns and batches their presence.
-    await asyncio.gather(*(j.send({"type": "join", "room": "big"}) for j in joiners))
+    # One turn: every join is written to its socket (loopback delivers at once) before this coroutine yields, and
+    # the server runs on this loop, so its next turn finds all 50 readable and handles them before it flushes.
+    for joiner in joiners:
+        joiner.writer.write(frame({"type": "join", "room": "big"}))
+    await asyncio.gather(*(j.writer.drain() for j in joiners))
     await asyncio.gather(*(j.expect("joined") for j in joiners))
-    seen: list[str] = []
-    frames = 0
-    while len(seen) < 50:
-        frame = await watcher.first_of("presences", "presence")
-        assert frame["type"] == "presences", "a batch member never gets a plain presence"
-        frames += 1
-        seen += [e["nick"] for e in frame["events"] if e["event"] == "join"]
-    assert sorted(seen) == sorted(f"j{i}" for i in range(50))
-    plain_joins = [await plain.expect("presence", lambda h, n=n: h["nick"] == n) for n in seen]
-    assert all(set(h) == {"type", "room", "nick", "event"} for h in plain_joins)
+    batched = await watcher.first_of("presences", "presence")
+    await plain.request({"type": "rooms"}, "rooms")
+    await watcher.request({"type": "rooms"}, "rooms")
+
+    assert batched["type"] == "presences", "a batch member never gets a plain presence"
+    seen = [e["nick"] for e in batched["events"]]
+    assert all(e["event"] == "join" and set(e) == {"nick", "event"} for e in batched["events"])
+    assert sorted(seen) == sorted(f"j{i}" for i in range(50)), "the 50 joins of the turn share one frame"
+    plain_joins = [await plain.first_of("presences", "presence") for _ in range(50)]
+    assert all(h.keys() == {"type", "room", "nick", "event"} and h["event"] == "join" for h in plain_joins)
+    assert [h["nick"] for h in plain_joins] == seen, "one presence per join, in the order of the batch"
+    for member in (watcher, plain):
+        await member.request({"type": "rooms"}, "rooms")  # a barrier: nothing else came before its answer
+        assert not [h for h in member.inbox if h["type"] in ("presence", "presences")]
+
+
+async def test_50_joins_of_one_turn_reach_a_member_without_caps_as_50_presence_frames_in_join_order(
+    connect: ConnectFactory,
+) -> None:
+    plain = await connect("plain")
+    await plain.join("big")
+    joiners = [await connect(f"j{i}") for i in range(50)]
+    for joiner in joiners:  # one server turn, as above
+        joiner.writer.write(frame({"type": "join", "room": "big"}))
+    await asyncio.gather(*(j.writer.drain() for j in joiners))
+    await asyncio.gather(*(j.expect("joined") for j in joiners))
+    joins = [await plain.first_of("presences", "presence") for _ in range(50)]
+    assert all(h == {"type": "presence", "room": "big", "nick": h["nick"], "event": "join"} for h in joins)
+    who = await plain.request({"type": "who", "room": "big"}, "members")
+    assert [h["nick"] for h in joins] == [m["nick"] for m in who["members"]][1:], "one per join, in join order"
 
 
 async def test_resumed_join_is_marked_only_for_batch_members(connect: ConnectFactory) -> None:
@@ -78,7 +104,7 @@ async def test_lazy_members_pages_cover_every_member_once(connect: ConnectFactor
     assert "count" not in ignored and len(ignored["members"]) == 131, "without the cap the fields are ignored"
 
 
-def test_a_turn_of_presence_events_is_one_frame_for_the_batch_codec() -> None:
+async def test_a_turn_of_presence_events_is_one_frame_for_the_batch_codec() -> None:
     """Room.flush encodes a turn once per codec; the batch codec merges its presence events, in order."""
     from chat.protocol.frames import PREFIX
     from chat.protocol.messages import Message, Presence
@@ -97,3 +123,51 @@ def test_a_turn_of_presence_events_is_one_frame_for_the_batch_codec() -> None:
     assert frames[0]["events"][3] == {"nick": "n3", "event": "join", "resumed": True}
     plain = FrameCodec().encode(events[3])
     assert b"resumed" not in plain, "a plain presence never carries resumed"
+
+
+# PROTOCOL.md 2.5, 3.2, 3.6 and 3.7: the frames of the protocol before section 10, keys in the documented order.
+PRE_EXTENSION_KEYS = {
+    "welcome": ["type", "nick", "session", "udp", "limits", "ref"],
+    "udp": ["port", "sid", "key"],
+    "limits": [
+        "max_header_bytes",
+        "max_payload_bytes",
+        "max_text_chars",
+        "send_queue_bytes",
+        "messages_per_second",
+        "burst",
+        "idle_timeout",
+        "login_timeout",
+        "replay",
+        "history_limit",
+    ],
+    "joined": ["type", "room", "members", "messages", "truncated", "ref"],
+    "presence": ["type", "room", "nick", "event"],
+    "members": ["type", "room", "members", "ref"],
+    "member": ["nick", "away"],
+}
+
+
+async def test_a_client_asking_for_no_caps_sees_exactly_the_pre_extension_frames(connect: ConnectFactory) -> None:
+    """Whatever caps the others asked for and whatever fields it sends itself, a client without caps gets the
+    pre-extension frames key for key, in order: no caps, members_page, member_count, count, next, resumed."""
+    plain = await connect()
+    welcome = await plain.login("plain", ref=1)
+    assert list(welcome) == PRE_EXTENSION_KEYS["welcome"]
+    assert list(welcome["udp"]) == PRE_EXTENSION_KEYS["udp"]
+    assert list(welcome["limits"]) == PRE_EXTENSION_KEYS["limits"]
+    joined = await plain.request({"type": "join", "room": "r", "ref": 2}, "joined")
+    assert list(joined) == PRE_EXTENSION_KEYS["joined"] and joined["members"] == ["plain"]
+    rich = await connect("rich", caps=["presence-batch", "lazy-members"])
+    await rich.join("r", resumed=True)
+    presence = await plain.first_of("presence", "presences")
+    assert list(presence) == PRE_EXTENSION_KEYS["presence"]
+    assert presence == {"type": "presence", "room": "r", "nick": "rich", "event": "join"}
+    paged = {"type": "who", "room": "r", "limit": 1, "after": "a", "ref": 4}  # ignored without lazy-members
+    for who in ({"type": "who", "room": "r", "ref": 3}, paged):
+        members = await plain.request(who, "members")
+        assert list(members) == PRE_EXTENSION_KEYS["members"]
+        assert [list(m) for m in members["members"]] == [PRE_EXTENSION_KEYS["member"]] * 2
+        assert [m["nick"] for m in members["members"]] == ["plain", "rich"], "the whole list, in join order"
+    await plain.request({"type": "rooms", "ref": 5}, "rooms")  # a barrier: nothing else arrived before it
+    assert plain.inbox == []

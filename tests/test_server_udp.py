@@ -71,12 +71,11 @@ async def test_quick_to_a_recipient_without_udp_goes_over_tcp(server: ChatServer
 
 
 async def test_unacked_quick_is_retransmitted_then_falls_back_to_tcp(
-    server: ChatServer, connect: ConnectFactory, monkeypatch: pytest.MonkeyPatch
+    server: ChatServer, connect: ConnectFactory
 ) -> None:
     """The wiring: the server's timer drives the router's schedule (tests/test_quick_router.py tests the schedule
     itself at exact instants); here the schedule is a tenth of the real one, so the test waits 0.5 s, not 5."""
-    monkeypatch.setattr(dg, "RETRANSMIT_AFTER", tuple(t / 10 for t in dg.RETRANSMIT_AFTER))
-    monkeypatch.setattr(dg, "GIVE_UP_AFTER", dg.GIVE_UP_AFTER / 10)
+    server.service.quick.schedule = dg.PROTOCOL_SCHEDULE.scaled(0.1)
     alice, bob = await connect("alice"), await connect("bob")
     a_udp, b_udp = await udp_for(server, alice), await udp_for(server, bob)
     loop = asyncio.get_running_loop()
@@ -93,7 +92,9 @@ async def test_unacked_quick_is_retransmitted_then_falls_back_to_tcp(
     fallback_after = loop.time() - first_at
     assert 0.49 <= fallback_after <= 2.0, f"TCP fallback {fallback_after:.2f}s after the first send"
     assert first is not None and frame["qid"] == first["qid"]
-    await asyncio.sleep(1.0)  # twice the scaled window: no fifth copy, no second fallback
+    # nothing is left to send: no fifth copy, no second fallback can come (no need to wait and see)
+    assert not server.service.quick.peers[b_udp.sid].pending, "the fallback ended the retransmissions"
+    await barrier(b_udp)
     assert b_udp.queue.empty(), "no datagram after the fallback"
     assert [h for h in bob.inbox if h["type"] == "quick"] == [], "one TCP fallback only"
     for endpoint in (a_udp, b_udp):

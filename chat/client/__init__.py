@@ -14,6 +14,7 @@ from chat.client.client import Client, ClientOptions, ClientState, Connect, conn
 from chat.client.errors import ClientClosed, ClientError, ConnectionLost, LoginRefused, ProtocolError, ServerError
 from chat.client.events import ConnectionEvent, ConnectionState, Event, ReplayedMessage
 from chat.client.resume import Backoff, ResumeState
+from chat.client.udp import UdpTimings
 from chat.protocol.messages import (
     AwayChanged,
     Error,
@@ -59,6 +60,7 @@ __all__ = [
     "RoomInfo",
     "RoomList",
     "ServerError",
+    "UdpTimings",
     "WhoisInfo",
     "connect",
 ]

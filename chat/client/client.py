@@ -28,7 +28,6 @@ import contextlib
 import itertools
 import logging
 import os
-import secrets
 import ssl as ssl_module
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -40,6 +39,7 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
+from chat.client.cids import CidGenerator
 from chat.client.connection import DEFAULT_IDLE_TIMEOUT, Connection, FrameHook, RefValue
 from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, ProtocolError, ServerError
 from chat.client.events import (
@@ -53,7 +53,7 @@ from chat.client.events import (
 from chat.client.files import FileTransfers, Progress
 from chat.client.identity import SavedIdentity, load_identity, save_identity
 from chat.client.resume import Backoff, Conversation, ResumeState
-from chat.client.udp import QuickJob, QuickReceipt, UdpLink, UdpState
+from chat.client.udp import PROTOCOL_TIMINGS, QuickJob, QuickReceipt, UdpLink, UdpState, UdpTimings
 from chat.protocol import datagrams as dg
 from chat.protocol.caps import LAZY_MEMBERS, PRESENCE_BATCH
 from chat.protocol.errors import ErrorCode
@@ -141,6 +141,8 @@ class ClientOptions:
     udp: bool = True  # use the UDP quick channel (False: quick messages always go over TCP)
     udp_host: str | None = None  # where the server's UDP port is, if not at `host` (a test relay, say)
     udp_port: int | None = None  # if not the port `welcome` names
+    # PROTOCOL.md 6.4: HELLO, retransmission and TCP fallback times (tests shorten them: `UdpTimings().scaled(0.1)`)
+    udp_timings: UdpTimings = PROTOCOL_TIMINGS
     # PROTOCOL.md 10: extensions asked for at login; None asks for none (the plain protocol of sections 1-9)
     caps: tuple[str, ...] | None = DEFAULT_CAPS
 
@@ -196,6 +198,7 @@ class Client:
         self._supervisor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._files = FileTransfers(self)
+        self._new_cid = CidGenerator()  # time-first cids (chat/client/cids.py): cheap for the server's cid index
 
     def __repr__(self) -> str:
         return f"<Client {self._nick!r} {self.host}:{self.port} {self._state.value}>"
@@ -242,13 +245,14 @@ class Client:
         return self._udp.state.value if self._udp is not None else UdpState.OFF.value
 
     async def wait_udp(self, timeout: float | None = None) -> bool:
-        """Wait until the UDP quick channel is bound; False if it is not within `timeout` (blocked, or off)."""
+        """Wait until the UDP quick channel is bound (True) or found blocked (False, as soon as the HELLOs of its
+        first binding cycle went unanswered); False too if it is off or neither happened within `timeout`."""
         link = self._udp
         if link is None:
             return False
         try:
             async with asyncio.timeout(timeout):
-                await link.wait_bound()
+                await link.wait_settled()
         except TimeoutError:
             return False
         return link.state is UdpState.OK
@@ -347,13 +351,13 @@ class Client:
 
         The returned `Message` is the server's echo (with its `id`), which is also delivered as an event. The say
         survives lost connections (see the module doc); cancelling the call does not withdraw it. `cid` defaults
-        to a fresh random one. Raises ServerError if the server refuses it (`bad_text`, `not_in_room`,
-        `no_such_nick`, `rate_limited`, ...), ClientClosed if the client ends first.
+        to a fresh one that starts with the time (chat/client/cids.py). Raises ServerError if the server refuses
+        it (`bad_text`, `not_in_room`, `no_such_nick`, `rate_limited`, ...), ClientClosed if the client ends first.
         """
         if (room is None) == (to is None):
             raise ValueError("say takes exactly one of room= and to=")
         self._check_open()
-        cid = cid or secrets.token_hex(8)
+        cid = cid or self._new_cid()
         if self._resume.is_tracked(cid):
             raise ValueError(f"a say with cid {cid!r} is already waiting for its acknowledgement")
         say = Say(room=room, to=to, text=text, cid=cid)
@@ -393,7 +397,7 @@ class Client:
         if (room is None) == (to is None):
             raise ValueError("quick takes exactly one of room= and to=")
         self._check_open()
-        cid = cid or secrets.token_hex(8)
+        cid = cid or self._new_cid()
         if cid in self._quick_jobs:
             raise ValueError(f"a quick message with cid {cid!r} is already waiting for its acknowledgement")
         future: asyncio.Future[QuickReceipt] = asyncio.get_running_loop().create_future()
@@ -802,6 +806,7 @@ class Client:
                 on_typing=self._typing_received,
                 on_ack=self._quick_acked,
                 on_expired=self._quick_expired,
+                timings=self.options.udp_timings,
             )
         except OSError as exc:
             logger.info("no UDP quick channel (%s): quick messages go over TCP", exc)
@@ -1094,6 +1099,7 @@ def connect(
     udp: bool = True,
     udp_host: str | None = None,
     udp_port: int | None = None,
+    udp_timings: UdpTimings = PROTOCOL_TIMINGS,
     caps: tuple[str, ...] | None = DEFAULT_CAPS,
     state: str | os.PathLike[str] | None = None,
 ) -> Connect:
@@ -1104,7 +1110,8 @@ def connect(
     (`client.highest_id()`), so the private messages received meanwhile are delivered. The first connection's
     failures are raised here (`LoginRefused`, `ServerError`, `OSError`, `TimeoutError` after `connect_timeout`);
     after that the client reconnects by itself with exponential backoff from `backoff_initial` to `backoff_max`
-    seconds, unless `reconnect` is False.
+    seconds, unless `reconnect` is False. `udp_timings` is the UDP schedule (HELLO attempts, retransmissions, the
+    5 s TCP fallback); keep the protocol's default outside tests.
 
     `state` names a file that keeps the identity for you (chat.client.identity): its token and private `since` are
     used when `session` and `since` are not given, and it is updated as they change, so a program started again
@@ -1126,6 +1133,7 @@ def connect(
         udp=udp,
         udp_host=udp_host,
         udp_port=udp_port,
+        udp_timings=udp_timings,
         caps=caps,
     )
     return Connect(Client(host, port, nick, session=session, since=since, options=options, state_path=state))

@@ -58,14 +58,22 @@ class UdpPeer:
 
     __slots__ = ("address", "bucket", "key", "next_seq", "pending", "qids", "session", "sid", "typing", "window")
 
-    def __init__(self, session: Session, sid: int, key_hex: str, bucket: TokenBucket, typing: TokenBucket) -> None:
+    def __init__(
+        self,
+        session: Session,
+        sid: int,
+        key_hex: str,
+        bucket: TokenBucket,
+        typing: TokenBucket,
+        schedule: dg.RetransmitSchedule = dg.PROTOCOL_SCHEDULE,
+    ) -> None:
         self.session = session
         self.sid = sid
         self.key = bytes.fromhex(key_hex)
         self.address: Address | None = None
         self.window = ReplayWindowWithAcks()
         self.next_seq = 1
-        self.pending = dg.Retransmitter()
+        self.pending = dg.Retransmitter(schedule)
         self.qids: OrderedDict[int, int] = OrderedDict()  # seq of a delivered QUICK -> its qid
         self.bucket = bucket
         self.typing = typing
@@ -103,9 +111,14 @@ class InFlight:
 class QuickRouter:
     """Admits datagrams, answers HELLO/PING/ACK/TYPING, and delivers quick messages over UDP or TCP."""
 
-    def __init__(self, engine: LocalEngine, config: Config) -> None:
+    def __init__(
+        self, engine: LocalEngine, config: Config, *, schedule: dg.RetransmitSchedule = dg.PROTOCOL_SCHEDULE
+    ) -> None:
         self.engine = engine
         self.config = config
+        # PROTOCOL.md 6.4's retransmission and TCP fallback times; a test may set a shorter one (it applies to the
+        # sessions attached after it is set)
+        self.schedule = schedule
         self.peers: dict[int, UdpPeer] = {}
         self.stats: Counter[str] = Counter()
         self._address_buckets: OrderedDict[Address, TokenBucket] = OrderedDict()
@@ -126,6 +139,7 @@ class QuickRouter:
             key,
             TokenBucket(limits.udp_per_second, limits.udp_burst, now),
             TokenBucket(TYPING_PER_SECOND, TYPING_BURST, now),
+            self.schedule,
         )
         self.peers[sid] = peer
         return peer
@@ -346,7 +360,7 @@ class QuickRouter:
             else:
                 self.send_datagram(data, peer.address)
                 peer.pending.add(seq, data, now, InFlight(recipient, delivery))
-                self.wake_at(now + dg.RETRANSMIT_AFTER[0])
+                self.wake_at(peer.pending.schedule.due(now, 1))
                 return
         self._over_tcp(recipient, delivery)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -226,36 +227,62 @@ class ReplayWindow:
 
 # --- retransmission ---------------------------------------------------------------------------------------------
 
-RETRANSMIT_AFTER = (0.25, 0.75, 1.75, 3.75)  # seconds after the first send (PROTOCOL.md 6)
+RETRANSMIT_AFTER = (0.25, 0.75, 1.75, 3.75)  # seconds after the first send (PROTOCOL.md 6.4)
 GIVE_UP_AFTER = 5.0  # then the message goes over TCP
+
+
+@dataclass(frozen=True, slots=True)
+class RetransmitSchedule:
+    """When a datagram with no ACK is sent again, and when it is given up on, in seconds after its first send.
+
+    The protocol's schedule is the default (PROTOCOL.md 6.4); tests pass a shorter one to see a fallback in a
+    fraction of a second over real sockets.
+    """
+
+    resend_after: tuple[float, ...] = RETRANSMIT_AFTER
+    give_up_after: float = GIVE_UP_AFTER
+
+    def __post_init__(self) -> None:
+        times = (*self.resend_after, self.give_up_after)
+        if any(later <= earlier for earlier, later in itertools.pairwise(times)) or times[0] <= 0:
+            raise ValueError(f"a retransmission schedule must be positive and increasing, not {times}")
+
+    def scaled(self, factor: float) -> RetransmitSchedule:
+        """The same schedule with every time multiplied by `factor`."""
+        return RetransmitSchedule(tuple(t * factor for t in self.resend_after), self.give_up_after * factor)
+
+    def due(self, first_sent: float, sends: int) -> float:
+        """When a datagram first sent at `first_sent` and sent `sends` times is next due (resend or give up)."""
+        if sends <= len(self.resend_after):
+            return first_sent + self.resend_after[sends - 1]
+        return first_sent + self.give_up_after
+
+
+PROTOCOL_SCHEDULE = RetransmitSchedule()
 
 
 @dataclass(slots=True)
 class Pending:
-    """One datagram waiting for its ACK."""
+    """One datagram waiting for its ACK; `next_due` is when it is next sent again or given up on."""
 
     seq: int
     data: bytes
     first_sent: float
+    next_due: float
     sends: int = 1
     context: Any = None
-
-    @property
-    def next_due(self) -> float:
-        if self.sends <= len(RETRANSMIT_AFTER):
-            return self.first_sent + RETRANSMIT_AFTER[self.sends - 1]
-        return self.first_sent + GIVE_UP_AFTER
 
 
 class Retransmitter:
     """Datagrams awaiting an ACK: which to send again now, and which to give up on (to send over TCP)."""
 
-    def __init__(self) -> None:
+    def __init__(self, schedule: RetransmitSchedule = PROTOCOL_SCHEDULE) -> None:
+        self.schedule = schedule
         self._pending: dict[int, Pending] = {}
 
     def add(self, seq: int, data: bytes, now: float, context: Any = None) -> Pending:
         """Track a datagram just sent for the first time."""
-        pending = self._pending[seq] = Pending(seq, data, now, context=context)
+        pending = self._pending[seq] = Pending(seq, data, now, self.schedule.due(now, 1), context=context)
         return pending
 
     def ack(self, seq: int) -> Pending | None:
@@ -269,10 +296,11 @@ class Retransmitter:
         for pending in list(self._pending.values()):
             if now < pending.next_due:
                 continue
-            if pending.sends > len(RETRANSMIT_AFTER):
+            if pending.sends > len(self.schedule.resend_after):
                 expired.append(self._pending.pop(pending.seq))
             else:
                 pending.sends += 1
+                pending.next_due = self.schedule.due(pending.first_sent, pending.sends)
                 resend.append(pending)
         return resend, expired
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +38,7 @@ from chat.client import (
     ServerError,
     connect,
 )
+from chat.client.cids import new_cid
 from chat.client.resume import Backoff
 from chat.protocol.errors import ErrorCode
 from chat.protocol.messages import QuickMessage
@@ -447,7 +447,7 @@ class Controller:
 
     def say(self, conversation: Conversation, text: str, *, cid: str | None = None) -> None:
         """Say `text` in a room or private conversation, shown at once as pending (see `send`)."""
-        cid = cid or secrets.token_hex(8)
+        cid = cid or new_cid()
         self.model.add_pending(conversation, text, cid)
         self.spawn(self._say(conversation, text, cid))
 
@@ -470,7 +470,7 @@ class Controller:
         """A quick message over the UDP channel, shown in the private conversation with `nick` with its delivery."""
         target = self.model.open_private(nick)
         self.ui.show(target)
-        cid = secrets.token_hex(8)
+        cid = new_cid()
         self.model.add_pending_quick(target, text, cid, nudge=nudge)
 
         async def send() -> None:
