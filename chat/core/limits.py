@@ -28,6 +28,12 @@ class TokenBucket:
         self._tokens = tokens
         return False
 
+    def peek(self, now: float) -> float:
+        """The tokens there would be at `now`, taking none."""
+        if now <= self._last:
+            return self._tokens
+        return min(self.burst, self._tokens + (now - self._last) * self.rate)
+
 
 class ByteBudget:
     """A byte rate for file transfers: spending may overdraw, and the answer is how long to wait it off.

@@ -42,6 +42,9 @@ class ErrorCode(StrEnum):
     RESOURCE_EXHAUSTED = "resource_exhausted"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CLIENTS = "too_many_clients"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    CONNECTING_TOO_FAST = "connecting_too_fast"
+    TOO_MANY_LOGINS = "too_many_logins"
     TIMEOUT = "timeout"
     SERVER_SHUTDOWN = "server_shutdown"
     INTERNAL_ERROR = "internal_error"
@@ -53,6 +56,8 @@ CLOSING_CODES = frozenset(
         ErrorCode.FRAME_TOO_LARGE,
         ErrorCode.SESSION_TAKEN,
         ErrorCode.TOO_MANY_CLIENTS,
+        ErrorCode.TOO_MANY_CONNECTIONS,
+        ErrorCode.CONNECTING_TOO_FAST,
         ErrorCode.SERVER_SHUTDOWN,
         ErrorCode.TIMEOUT,
     }
