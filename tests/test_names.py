@@ -16,6 +16,7 @@ from chat.protocol.names import (
     checked_room,
     checked_text,
     fold,
+    name_char_allowed,
     name_problem,
     nfc,
     text_problem,
@@ -158,10 +159,30 @@ name_chars = st.characters(categories=("L", "M", "Nd"), codec="utf-8") | st.samp
 
 
 @given(raw=st.text(name_chars, min_size=1, max_size=MAX_NAME_CHARS))
-def test_names_made_of_allowed_characters_pass_unless_a_mark_comes_first(raw: str) -> None:
+def test_a_name_with_a_mark_first_is_refused_and_an_accepted_one_has_only_allowed_categories(raw: str) -> None:
+    # The categories are necessary, not sufficient: TS #39's rules (below) refuse more.
     name = nfc(raw)
-    expected_ok = 1 <= len(name) <= MAX_NAME_CHARS and not unicodedata.category(name[0]).startswith("M")
-    assert (name_problem(name) is None) == expected_ok
+    if unicodedata.category(name[0]).startswith("M"):
+        assert name_problem(name) is not None
+    if name_problem(name) is None:
+        assert all(name_char_allowed(char, position) for position, char in enumerate(name))
+
+
+# One recommended script each: TS #39 lets any name of one of them through.
+_COMMON = "0123456789_-."
+SINGLE_SCRIPT_ALPHABETS = {
+    "Latin": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\u00df\u00f8\u00e6\u00e9\u00fc" + _COMMON,
+    "Cyrillic": "".join(map(chr, range(0x0410, 0x0450))) + _COMMON,  # capital A to small ya
+    "Greek": "".join(map(chr, [*range(0x0391, 0x03A2), *range(0x03A3, 0x03AA), *range(0x03B1, 0x03CA)])) + _COMMON,
+    "Han": "张伟王李赵刘陈杨黄周吴徐孙马朱胡郭何高林罗",
+    "Hiragana": "".join(map(chr, range(0x3041, 0x3097))),
+}
+
+
+@given(data=st.data(), script=st.sampled_from(sorted(SINGLE_SCRIPT_ALPHABETS)))
+def test_names_of_one_recommended_script_pass(data: st.DataObject, script: str) -> None:
+    name = data.draw(st.text(st.sampled_from(SINGLE_SCRIPT_ALPHABETS[script]), min_size=1, max_size=MAX_NAME_CHARS))
+    assert name_problem(nfc(name)) is None
 
 
 # --- spelling: fold ---------------------------------------------------------------------------------------------

@@ -267,7 +267,7 @@ class ChatService:
                 logger.info("%r takes over identity %d from %r", session, identity, previous)
                 self.connection_lost(previous)
                 previous.close_with(ErrorCode.SESSION_TAKEN, "this identity logged in on another connection")
-        if not self.engine.nick_free_for(key, identity, now, self.hold_ms):
+        if not self.engine.nick_free_for(key, identity, now, self.hold_ms, nick):
             session.close_with(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken", request.ref)
             return
         if identity is None:
@@ -278,7 +278,7 @@ class ChatService:
             if not session.open:
                 return
             now = now_ms()
-            if not self.engine.nick_free_for(key, identity, now, self.hold_ms):
+            if not self.engine.nick_free_for(key, identity, now, self.hold_ms, nick):
                 session.close_with(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken", request.ref)
                 return
         else:
@@ -356,6 +356,10 @@ class ChatService:
         key = fold(name)
         room = session.rooms.get(key)
         newly = room is None
+        if room is None and self.rooms.get(key) is None:
+            lookalike = self.rooms.lookalike(name, key)  # PROTOCOL.md 3.1: a new room may not look like a live one
+            if lookalike is not None:
+                raise ProtocolViolation(ErrorCode.BAD_ROOM, f"room {name!r} looks like the room {lookalike.name!r}")
         if room is None:
             room = self.rooms.add_member(name, key, session, hold=True)
             session.rooms[key] = room
