@@ -15,7 +15,8 @@ Invariants:
 - One session per identity, one session per folded nick.
 - Lookalikes (PROTOCOL.md 8, "Lookalikes"): every nick in the nick table is indexed under its confusable keys (TS #39
   skeletons, chat/protocol/names.py); a nick is free for an identity only if every nick sharing a key with it is
-  free for that identity too. The index follows the table: `load`, `hold_nick` (a new spelling moves its keys).
+  free for that identity too. The keys depend on the folded nick only, so the index follows the table's keys:
+  built in `load`, added to in `hold_nick`, never moved by a new spelling.
 - Rooms are indexed the same way while they exist (`_LookalikeRooms`), so a new room cannot look like a live one.
 - `claim_nick` is check-and-set in one step: no await between the check and the claim, so two logins racing for
   one nick cannot both win.
@@ -192,23 +193,12 @@ class LocalEngine:
 
     def hold_nick(self, key: str, nick: str, identity: int, now_ms: int) -> None:
         """Record that `identity` holds (or has just used) the nick."""
-        previous = self._nicks.get(key)
-        if previous is not None and previous.nick != nick:
-            self._unindex_nick(key, previous.nick)
         self._nicks[key] = NickHolder(identity, nick, now_ms)
         self._index_nick(key, nick)
 
     def _index_nick(self, key: str, nick: str) -> None:
         for confusable in confusable_keys(nick):
             self._by_confusable.setdefault(confusable, set()).add(key)
-
-    def _unindex_nick(self, key: str, nick: str) -> None:
-        for confusable in confusable_keys(nick):
-            keys = self._by_confusable.get(confusable)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_confusable[confusable]
 
     def claim_nick(self, session: Session, key: str, nick: str, now_ms: int, hold_ms: int) -> bool:
         """Check and take a nick for a logged-in session in one step; moves it in the registry. False if taken."""

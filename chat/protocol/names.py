@@ -15,7 +15,7 @@ spoof checker implements it (the `icu` module of PyICU), never from a list of ou
 - a name is "moderately restrictive" (TS #39 5.2): one script plus Common and Inherited characters, or Latin with
   Han and Hiragana/Katakana, Bopomofo or Hangul, or Latin and one other recommended script but Cyrillic or Greek;
   no repeated combining mark, no digits of two numbering systems (TS #39 5.3 and 5.4);
-- `confusable_keys()` gives the TS #39 skeletons of a name (of its fold, and of its spelling as shown): two names
+- `confusable_keys()` gives the TS #39 skeletons of a name (of its fold, and of its fold in capitals): two names
   sharing one are confusable, and the server keeps at most one of them per table (chat/engine/local.py).
 """
 
@@ -125,20 +125,35 @@ def scripts_of(name: str) -> frozenset[str]:
     return frozenset(str(script.getName()) for script in scripts if script.getScriptCode() not in _NEUTRAL_SCRIPTS)
 
 
+_SKELETON_ROUNDS = 4  # fold and skeleton settle in one or two rounds; a bound all the same
+
+
+def _settled_skeleton(spelling: str) -> str:
+    """Skeleton then fold, again until nothing changes: a skeleton may hold capitals (`0` -> `O`) that fold anew."""
+    current = spelling
+    for _ in range(_SKELETON_ROUNDS):
+        following = fold(str(_CHECKER.getSkeleton(0, current)))
+        if following == current:
+            break
+        current = following
+    return current
+
+
 @lru_cache(maxsize=4096)
 def skeleton(name: str) -> str:
-    """The TS #39 skeleton (NFD, confusables.txt mapping, NFD) of the case-folded name: names that look alike under
-    case-insensitive comparison share it, such as `alice` and `\\u0430lice` (with a Cyrillic a)."""
-    return str(_CHECKER.getSkeleton(0, fold(name)))
+    """The TS #39 skeleton (NFD, confusables.txt mapping, NFD) of the case-folded name, folded and mapped again
+    until it settles: names that look alike in lower case share it, such as `alice` and `\\u0430lice` (with a
+    Cyrillic a), or `l0bby` and `lobby` (`0` is drawn like `O`, which folds to `o`)."""
+    return _settled_skeleton(fold(name))
 
 
 @lru_cache(maxsize=4096)
 def confusable_keys(name: str) -> frozenset[str]:
-    """Every key under which `name` may be confused with another name: the skeleton of its fold, and that of its
-    spelling as shown (`AIice` with a capital I is drawn like `Alice`, though their folds differ).
-
-    The two are prefixed apart, so a folded skeleton never meets a shown one."""
-    return frozenset({"f:" + skeleton(name), "s:" + str(_CHECKER.getSkeleton(0, nfc(name)))})
+    """Every key under which `name` may be confused with another name: its `skeleton`, and that of its fold in upper
+    case. Names are case-insensitive, so a holder may respell its nick in capitals at any time: `aiice` may become
+    `AIICE`, drawn like `ALICE`. Both keys depend on the fold only, so every spelling of a name has the same ones."""
+    folded = fold(name)
+    return frozenset({skeleton(folded), _settled_skeleton(nfc(folded.upper()))})  # upper: see str.upper
 
 
 @lru_cache(maxsize=4096)  # the same few room names and nicks arrive with every message
