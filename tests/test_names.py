@@ -13,6 +13,8 @@ from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.names import (
     DEFAULT_MAX_TEXT_CHARS,
     MAX_NAME_CHARS,
+    _restricted_problem,
+    _spoof_problem,
     checked_nick,
     checked_room,
     checked_text,
@@ -256,6 +258,15 @@ def test_a_restricted_or_mixed_name_is_refused_with_its_reason(nick: str, reason
 )
 def test_the_mixes_moderately_restrictive_allows_pass(nick: str) -> None:
     assert name_problem(nfc(nick)) is None
+
+
+def test_the_ascii_shortcut_skips_nothing_the_ts39_rules_would_refuse() -> None:
+    # name_problem lets an ASCII name through after the category check alone: every ASCII name character must
+    # pass the TS #39 rules, alone and in any mix (one script, Latin, plus Common).
+    allowed = [chr(cp) for cp in range(128) if name_char_allowed(chr(cp), 1)]
+    assert len(allowed) == 26 * 2 + 10 + 3
+    assert all(_restricted_problem(char) is None and _spoof_problem(char) is None for char in allowed)
+    assert _spoof_problem("".join(allowed)) is None
 
 
 def test_the_skeleton_is_that_of_ts39_over_the_fold() -> None:

@@ -55,6 +55,8 @@ def name_problem(name: str) -> str | None:
         if not name_char_allowed(char, position):
             category = unicodedata.category(char)
             return f"character {char!r} (U+{ord(char):04X}, {category}) at position {position} is not allowed"
+    if name.isascii():  # letters, digits and _-. of ASCII: Latin and Common, none restricted (tests/test_names.py)
+        return None
     return _restricted_problem(name) or _spoof_problem(name)
 
 
