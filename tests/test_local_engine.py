@@ -83,6 +83,8 @@ def test_a_lookalike_of_a_held_nick_is_not_free_for_another_identity_until_the_h
     assert engine.nick_free_for(key, 2, 999, 1_000, CYRILLIC_POPE) is False
     assert engine.nick_free_for(key, 1, 999, 1_000, CYRILLIC_POPE) is True, "the holder may take its lookalike"
     assert engine.nick_free_for(key, 2, 1_000, 1_000, CYRILLIC_POPE) is True, "the hold is over"
+    assert engine.taken_lookalike(key, 2, 999, 1_000, CYRILLIC_POPE) == "pope"
+    assert engine.taken_lookalike("pope", 2, 999, 1_000, "pope") is None, "the nick itself is the reason"
 
 
 def test_claim_nick_refuses_a_lookalike_of_an_online_nick_even_without_holds() -> None:

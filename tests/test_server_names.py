@@ -78,7 +78,8 @@ async def test_a_whole_script_lookalike_of_a_held_nick_is_taken(connect: Connect
     alice, bob = await _chat_pair(connect)
     await connect("pope")
     impostor = await connect()
-    assert (await impostor.login(CYRILLIC_POPE))["code"] == "nick_taken"
+    answer = await impostor.login(CYRILLIC_POPE)
+    assert answer["code"] == "nick_taken" and "looks like 'pope'" in answer["message"], answer
     await impostor.wait_closed()
     other = await connect()
     assert (await other.login(CYRILLIC_POPE + "_"))["type"] == "welcome", "a Cyrillic nick like no held one is fine"

@@ -182,6 +182,17 @@ class LocalEngine:
             found |= self._by_confusable.get(confusable, set())
         return found
 
+    def taken_lookalike(self, key: str, identity: int | None, now_ms: int, hold_ms: int, nick: str) -> str | None:
+        """The spelling of a nick that looks like `nick` and is not free for `identity`, if that is why it is not
+        free: the nick itself is (for the error message, PROTOCOL.md 2.8)."""
+        if not self._fold_free_for(key, identity, now_ms, hold_ms):
+            return None
+        for other in sorted(self.lookalike_nicks(nick) - {key}):
+            holder = self._nicks.get(other)
+            if holder is not None and not self._fold_free_for(other, identity, now_ms, hold_ms):
+                return holder.nick
+        return None
+
     def _fold_free_for(self, key: str, identity: int | None, now_ms: int, hold_ms: int) -> bool:
         online = self._by_nick.get(key)
         if online is not None and online.identity != identity:
