@@ -70,6 +70,7 @@ class ClientConfig(_Section):
     port: int = 7777
     nick: str = ""
     secret: str = ""
+    scripts: str = ""  # comma-separated script names read as usual besides Latin and the nick's (chat/tui/render.py)
 
 
 class Config(_Section):

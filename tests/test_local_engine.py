@@ -7,6 +7,7 @@ from corefakes import logged_in
 
 from chat.engine import local
 from chat.engine.local import LocalEngine
+from chat.protocol.names import fold
 from chat.store.records import NickHolder
 
 
@@ -67,3 +68,52 @@ def test_the_quick_cid_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     for n in range(5):
         engine.remember_quick_cid(1, f"c{n}", n, expires=600.0, now=0.0)
     assert [engine.quick_cid(1, f"c{n}", 1.0) for n in range(5)] == [None, None, 2, 3, 4]
+
+
+# --- lookalikes (PROTOCOL.md 8, Lookalikes) ----------------------------------------------------------------------
+
+CYRILLIC_POPE = "\u0440\u043e\u0440\u0435"  # drawn like the Latin "pope"
+
+
+def test_a_lookalike_of_a_held_nick_is_not_free_for_another_identity_until_the_hold_ends() -> None:
+    engine = LocalEngine(lambda: None)
+    engine.hold_nick("pope", "pope", 1, 0)
+    key = fold(CYRILLIC_POPE)
+    assert engine.lookalike_nicks(CYRILLIC_POPE) == {"pope"}
+    assert engine.nick_free_for(key, 2, 999, 1_000, CYRILLIC_POPE) is False
+    assert engine.nick_free_for(key, 1, 999, 1_000, CYRILLIC_POPE) is True, "the holder may take its lookalike"
+    assert engine.nick_free_for(key, 2, 1_000, 1_000, CYRILLIC_POPE) is True, "the hold is over"
+    assert engine.taken_lookalike(key, 2, 999, 1_000, CYRILLIC_POPE) == "pope"
+    assert engine.taken_lookalike("pope", 2, 999, 1_000, "pope") is None, "the nick itself is the reason"
+
+
+def test_claim_nick_refuses_a_lookalike_of_an_online_nick_even_without_holds() -> None:
+    engine = LocalEngine(lambda: None)
+    logged_in(engine, "pope", 1)
+    bob = logged_in(engine, "bob", 2)
+    assert engine.claim_nick(bob, fold(CYRILLIC_POPE), CYRILLIC_POPE, 5_000, 0) is False
+    assert engine.by_nick("bob") is bob
+
+
+def test_loaded_nicks_are_indexed_by_their_lookalikes() -> None:
+    engine = LocalEngine(lambda: None)
+    engine.load(0, {"pope": NickHolder(4, "Pope", 0)})
+    assert engine.nick_free_for(fold(CYRILLIC_POPE), None, 10, 1_000, CYRILLIC_POPE) is False
+
+
+def test_a_nick_that_looks_like_a_held_one_in_capitals_is_not_free() -> None:
+    """`aiice` is free of `alice` in lower case, not in capitals: its holder could respell it `AIICE`."""
+    engine = LocalEngine(lambda: None)
+    engine.hold_nick("alice", "alice", 1, 0)
+    assert engine.nick_free_for("aiice", 2, 10, 1_000, "aiice") is False
+    assert engine.nick_free_for("alice_", 2, 10, 1_000, "alice_") is True
+
+
+def test_a_room_that_looks_like_a_live_room_is_found_until_the_room_is_gone() -> None:
+    engine = LocalEngine(lambda: None)
+    session = logged_in(engine, "alice", 1)
+    room = engine.rooms.add_member("LOBBY", "lobby", session)
+    assert engine.rooms.lookalike("L0BBY", "l0bby") is room
+    assert engine.rooms.lookalike("Lobby", "lobby") is None, "the same room is no lookalike"
+    engine.rooms.remove_member(room, session)
+    assert engine.rooms.lookalike("L0BBY", "l0bby") is None

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import unicodedata
 
+import icu
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.names import (
     DEFAULT_MAX_TEXT_CHARS,
     MAX_NAME_CHARS,
+    _restricted_problem,
+    _spoof_problem,
     checked_nick,
     checked_room,
     checked_text,
+    confusable_keys,
     fold,
+    name_char_allowed,
     name_problem,
     nfc,
+    scripts_of,
+    skeleton,
     text_problem,
 )
 
@@ -141,6 +148,7 @@ def test_nick_that_grows_past_32_under_nfc_is_refused() -> None:
     _bad_nick("\u0958" * (MAX_NAME_CHARS // 2 + 1))
 
 
+@settings(deadline=None)  # ICU calls: slow on a busy machine, never wrong
 @given(raw=st.text(utf8_chars, max_size=40))
 def test_checked_nick_returns_a_valid_nfc_name_or_raises_bad_nick(raw: str) -> None:
     try:
@@ -157,11 +165,162 @@ def test_checked_nick_returns_a_valid_nfc_name_or_raises_bad_nick(raw: str) -> N
 name_chars = st.characters(categories=("L", "M", "Nd"), codec="utf-8") | st.sampled_from("_-.")
 
 
+@settings(deadline=None)  # ICU calls: slow on a busy machine, never wrong
 @given(raw=st.text(name_chars, min_size=1, max_size=MAX_NAME_CHARS))
-def test_names_made_of_allowed_characters_pass_unless_a_mark_comes_first(raw: str) -> None:
+def test_a_name_with_a_mark_first_is_refused_and_an_accepted_one_has_only_allowed_categories(raw: str) -> None:
+    # The categories are necessary, not sufficient: TS #39's rules (below) refuse more.
     name = nfc(raw)
-    expected_ok = 1 <= len(name) <= MAX_NAME_CHARS and not unicodedata.category(name[0]).startswith("M")
-    assert (name_problem(name) is None) == expected_ok
+    if unicodedata.category(name[0]).startswith("M"):
+        assert name_problem(name) is not None
+    if name_problem(name) is None:
+        assert all(name_char_allowed(char, position) for position, char in enumerate(name))
+
+
+# One recommended script each: TS #39 lets any name of one of them through.
+_COMMON = "0123456789_-."
+SINGLE_SCRIPT_ALPHABETS = {
+    "Latin": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\u00df\u00f8\u00e6\u00e9\u00fc" + _COMMON,
+    "Cyrillic": "".join(map(chr, range(0x0410, 0x0450))) + _COMMON,  # capital A to small ya
+    "Greek": "".join(map(chr, [*range(0x0391, 0x03A2), *range(0x03A3, 0x03AA), *range(0x03B1, 0x03CA)])) + _COMMON,
+    "Han": "张伟王李赵刘陈杨黄周吴徐孙马朱胡郭何高林罗",
+    "Hiragana": "".join(map(chr, range(0x3041, 0x3097))),
+}
+
+
+@settings(deadline=None)  # ICU calls: slow on a busy machine, never wrong
+@given(data=st.data(), script=st.sampled_from(sorted(SINGLE_SCRIPT_ALPHABETS)))
+def test_names_of_one_recommended_script_pass(data: st.DataObject, script: str) -> None:
+    name = data.draw(st.text(st.sampled_from(SINGLE_SCRIPT_ALPHABETS[script]), min_size=1, max_size=MAX_NAME_CHARS))
+    assert name_problem(nfc(name)) is None
+
+
+# --- lookalikes: TS #39 (PROTOCOL.md 8, Lookalikes) ------------------------------------------------------------
+
+# Every Default_Ignorable_Code_Point, as ICU knows them (not a list of ours).
+DEFAULT_IGNORABLES = list(icu.UnicodeSet("[:Default_Ignorable_Code_Point:]"))
+# Cyrillic letters drawn like Latin ones, to build attacks with: test data, not a rule of the server.
+CYRILLIC_FOR_LATIN = {"a": "\u0430", "c": "\u0441", "e": "\u0435", "o": "\u043e", "p": "\u0440", "x": "\u0445"}
+latin_names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789_"), min_size=1, max_size=MAX_NAME_CHARS)
+valid_names = st.one_of(
+    *(
+        st.text(st.sampled_from(alphabet), min_size=1, max_size=MAX_NAME_CHARS)
+        for alphabet in SINGLE_SCRIPT_ALPHABETS.values()
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "nick",
+    [
+        pytest.param("a\u034flice", id="combining-grapheme-joiner"),
+        pytest.param("alice\ufe0f", id="variation-selector-16"),
+        pytest.param("alice\u180b", id="mongolian-free-variation-selector"),
+        pytest.param("\u3164", id="hangul-filler"),
+        pytest.param("\u115f\u1160", id="hangul-choseong-and-jungseong-fillers"),
+        pytest.param("a\uffa0", id="halfwidth-hangul-filler"),
+        pytest.param("\u3164alice", id="leading-hangul-filler"),
+    ],
+)
+def test_an_invisible_character_is_refused_and_named(nick: str) -> None:
+    violation = _bad_nick(nick)
+    assert violation.code == ErrorCode.BAD_NICK
+    invisible = next(char for char in nick if char in DEFAULT_IGNORABLES)
+    assert f"U+{ord(invisible):04X}" in violation.message and "invisible" in violation.message
+
+
+@pytest.mark.parametrize(
+    ("nick", "reason"),
+    [
+        pytest.param("\uff41\uff4c\uff49\uff43\uff45", "Not_NFKC", id="fullwidth"),
+        pytest.param("\u1d00\u029f\u026a\u1d04\u1d07", "Technical", id="small-capitals"),
+        pytest.param("\u00b5", "Not_NFKC", id="micro-sign"),
+        pytest.param("\ufb01le", "Not_NFKC", id="fi-ligature"),
+        pytest.param("\u0430lice", "Cyrillic, Latin", id="latin-with-a-cyrillic-a"),
+        pytest.param("l\u03bfbby", "Greek, Latin", id="latin-with-a-greek-omicron"),
+        pytest.param("\u0430\u03b1", "Cyrillic, Greek", id="cyrillic-with-greek"),
+        pytest.param("x\u0301\u0301", "combining mark", id="a-repeated-combining-mark"),
+        pytest.param("1\u0661", "numbering systems", id="latin-and-arabic-indic-digits"),
+    ],
+)
+def test_a_restricted_or_mixed_name_is_refused_with_its_reason(nick: str, reason: str) -> None:
+    assert reason in _bad_nick(nick).message
+
+
+@pytest.mark.parametrize(
+    "nick",
+    [
+        pytest.param("Zo\u00eb_\u540d\u524d-\u3055.9", id="latin-han-hiragana"),
+        pytest.param("abc\u4e2d\u6587\u3105", id="latin-han-bopomofo"),
+        pytest.param("kim\uae40\u91d1", id="latin-hangul-han"),
+        pytest.param("raj\u0930\u093e\u091c", id="latin-and-devanagari"),
+        pytest.param("\u13a0\u13f8", id="cherokee-alone"),  # a Limited_Use script, not refused for that
+    ],
+)
+def test_the_mixes_moderately_restrictive_allows_pass(nick: str) -> None:
+    assert name_problem(nfc(nick)) is None
+
+
+def test_the_ascii_shortcut_skips_nothing_the_ts39_rules_would_refuse() -> None:
+    # name_problem lets an ASCII name through after the category check alone: every ASCII name character must
+    # pass the TS #39 rules, alone and in any mix (one script, Latin, plus Common).
+    allowed = [chr(cp) for cp in range(128) if name_char_allowed(chr(cp), 1)]
+    assert len(allowed) == 26 * 2 + 10 + 3
+    assert all(_restricted_problem(char) is None and _spoof_problem(char) is None for char in allowed)
+    assert _spoof_problem("".join(allowed)) is None
+
+
+def test_the_skeleton_is_that_of_ts39_over_the_fold() -> None:
+    assert skeleton("alice") == skeleton("ALICE") == skeleton("\u0430lice") == "alice"
+    assert skeleton("l\u043ebby") == skeleton("lobby")
+    assert skeleton("rn") == skeleton("m")
+    assert skeleton("\uff41\uff4c\uff49\uff43\uff45") == "alice"
+
+
+def test_the_confusable_keys_catch_lookalikes_in_capitals_too() -> None:
+    # `aiice` and `alice` fold apart and look apart, but their holders may respell them `AIICE` and `ALICE`.
+    assert confusable_keys("AIice") & confusable_keys("alice")
+    assert confusable_keys("aiice") == confusable_keys("AIICE") == confusable_keys("AiIcE"), "only the fold counts"
+    assert confusable_keys("l0bby") & confusable_keys("LOBBY")
+    assert not confusable_keys("alice") & confusable_keys("bob")
+    assert not confusable_keys("alice") & confusable_keys("alice_")
+
+
+def test_scripts_of_leaves_common_and_inherited_out() -> None:
+    assert scripts_of("Zo\u00eb_9") == {"Latin"}
+    assert scripts_of("_-.9") == frozenset()
+    assert scripts_of("\u0430lice") == {"Latin", "Cyrillic"}
+
+
+@settings(deadline=None)
+@given(name=valid_names)
+def test_skeleton_is_idempotent_and_stable_under_case_and_normal_form(name: str) -> None:
+    assert skeleton(skeleton(name)) == skeleton(name)
+    assert skeleton(unicodedata.normalize("NFD", name)) == skeleton(name)
+    assert skeleton(fold(name)) == skeleton(name)
+    assert confusable_keys(name.upper()) == confusable_keys(name) or fold(name.upper()) != fold(name)
+    assert skeleton(name) in confusable_keys(name)
+
+
+@settings(deadline=None)
+@given(name=valid_names, data=st.data())
+def test_an_invisible_character_anywhere_is_always_refused(name: str, data: st.DataObject) -> None:
+    assume(len(name) < MAX_NAME_CHARS)
+    invisible = data.draw(st.sampled_from(DEFAULT_IGNORABLES))
+    position = data.draw(st.integers(min_value=0, max_value=len(name)))
+    problem = name_problem(nfc(name[:position] + invisible + name[position:]))
+    assert problem is not None
+    assert f"U+{ord(invisible):04X}" in problem
+
+
+@settings(deadline=None)
+@given(name=latin_names, data=st.data())
+def test_a_latin_name_with_one_cyrillic_lookalike_is_refused_or_collides(name: str, data: st.DataObject) -> None:
+    swappable = [index for index, char in enumerate(name) if char in CYRILLIC_FOR_LATIN]
+    assume(swappable)
+    index = data.draw(st.sampled_from(swappable))
+    impostor = name[:index] + CYRILLIC_FOR_LATIN[name[index]] + name[index + 1 :]
+    assert fold(impostor) != fold(name)
+    assert name_problem(impostor) is not None or confusable_keys(impostor) & confusable_keys(name)
 
 
 # --- spelling: fold ---------------------------------------------------------------------------------------------

@@ -25,8 +25,9 @@ from chat.protocol.messages import QuickMessage
 from chat.server.app import ChatServer
 from chat.tui.app import ChatApp
 from chat.tui.controller import Settings
+from chat.tui.layout import member_list
 from chat.tui.model import Conversation, Delivery, Kind, LineKind, LinkState
-from chat.tui.render import cell_width
+from chat.tui.render import FOREIGN_MARK, FOREIGN_STYLE, cell_width
 from chat.tui.state import StateStore
 
 pytestmark = pytest.mark.asyncio
@@ -499,3 +500,25 @@ async def test_quick_messages_and_nudges_show_how_they_were_delivered(
     await alice.wait_for(lambda: refused.delivery is Delivery.FAILED, "the refusal")
     assert refused.reason is not None and refused.reason.startswith("no_such_nick")
     assert any("[nudge] nudge ✗ not delivered:" in row for row in alice.screen())
+
+
+async def test_a_nick_in_a_script_the_viewer_does_not_read_is_marked_on_screen(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    """A Cyrillic nick drawn like a Latin one (valid: the server holds no `pope`) carries the mark in the message
+    pane and the member list as the real app draws them; bob's Latin nick does not."""
+    alice = await start_tui(server)
+    cyrillic_pope = "\u0440\u043e\u0440\u0435"
+    async with connect("127.0.0.1", server.port, nick=cyrillic_pope) as impostor:
+        await impostor.join("lobby")
+        await impostor.say("trust me", room="lobby")
+        await bob.say("hello", room="lobby")
+        await alice.wait_for(lambda: "hello" in alice.texts() and "trust me" in alice.texts(), "both messages")
+        rows = alice.screen()
+        assert any(f"{cyrillic_pope}{FOREIGN_MARK} │ trust me" in row for row in rows), rows
+        assert any(row.endswith(" bob │ hello") for row in rows), rows
+        await alice.wait_for(lambda: len(alice.model.current.members) == 3, "three members")
+        members = member_list(alice.model)
+        assert (FOREIGN_STYLE, FOREIGN_MARK) in [(fragment[0], fragment[1]) for fragment in members]
+        shown = "".join(fragment[1] for fragment in members)
+        assert f"{cyrillic_pope}{FOREIGN_MARK}" in shown and f"bob{FOREIGN_MARK}" not in shown

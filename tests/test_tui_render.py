@@ -8,8 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chat.protocol.messages import FileInfo
-from chat.tui.model import Delivery, Line, LineKind
+from chat.tui.layout import conversation_list
+from chat.tui.model import ChatModel, Delivery, Line, LineKind
 from chat.tui.render import (
+    FOREIGN_MARK,
+    FOREIGN_STYLE,
     NICK_WIDTH,
     PREFIX_WIDTH,
     TIME_WIDTH,
@@ -19,6 +22,7 @@ from chat.tui.render import (
     render_line,
     row_width,
     safe_fragments,
+    usual_scripts,
     visible,
     wrap,
 )
@@ -177,3 +181,57 @@ def test_a_hostile_file_name_and_fid_from_the_network_are_shown_not_obeyed() -> 
     assert "a^[[2J<U+202E>gnp.exe\\x9b (0 B) — /get ^[]52;c;" in shown
     assert "evil^[" in shown
     assert not any(char in shown for char in "\x1b\x07\u202e\x9b")
+
+
+# --- lookalikes: names outside the viewer's usual scripts are marked ---------------------------------------------
+
+CYRILLIC_POPE = "\u0440\u043e\u0440\u0435"  # drawn like the Latin "pope"
+GREEK_ELENI = "\u0395\u03bb\u03ad\u03bd\u03b7"
+
+
+def styles_of(row: list[tuple[str, str]] | object, text: str) -> set[str]:
+    return {fragment[0] for fragment in row if text in fragment[1]}  # type: ignore[attr-defined]
+
+
+def test_a_sender_in_a_script_the_viewer_does_not_read_is_marked() -> None:
+    [foreign] = render_line(line("hi", sender=CYRILLIC_POPE), 60, "alice", local=time.gmtime)
+    [latin] = render_line(line("hi", sender="pope"), 60, "alice", local=time.gmtime)
+    assert f"{CYRILLIC_POPE}{FOREIGN_MARK} │ hi" in text_of(foreign)
+    assert any(FOREIGN_STYLE in style for style in styles_of(foreign, CYRILLIC_POPE))
+    assert "pope │ hi" in text_of(latin) and FOREIGN_MARK not in text_of(latin)
+    assert separator_column(text_of(foreign)) == separator_column(text_of(latin)), "the mark keeps the column"
+
+
+def test_the_scripts_of_the_own_nick_and_the_configured_ones_are_usual() -> None:
+    assert usual_scripts("alice") == {"Latin"}
+    assert usual_scripts(GREEK_ELENI) == {"Latin", "Greek"}
+    assert usual_scripts("alice", ["Cyrillic"]) == {"Latin", "Cyrillic"}
+    [greek_viewer] = render_line(line("hi", sender="\u039d\u03af\u03ba\u03bf\u03c2"), 60, GREEK_ELENI)
+    assert FOREIGN_MARK not in text_of(greek_viewer)
+    reads_cyrillic = usual_scripts("alice", ["Cyrillic"])
+    [configured] = render_line(line("hi", sender=CYRILLIC_POPE), 60, "alice", usual=reads_cyrillic)
+    assert FOREIGN_MARK not in text_of(configured)
+
+
+def test_a_long_foreign_nick_is_cut_before_its_mark() -> None:
+    [row] = render_line(line("hi", sender=CYRILLIC_POPE * 5), 60, "alice", local=time.gmtime)
+    assert f"+{FOREIGN_MARK} │ hi" in text_of(row)
+    assert separator_column(text_of(row)) == TIME_WIDTH + 1 + NICK_WIDTH + 1
+
+
+def test_an_action_by_a_foreign_nick_is_marked_and_common_characters_never_count() -> None:
+    [action] = render_line(line("waves", sender=CYRILLIC_POPE, kind=LineKind.ACTION), 60, "alice")
+    assert f"{CYRILLIC_POPE}{FOREIGN_MARK} waves" in text_of(action)
+    [digits] = render_line(line("hi", sender="_42-."), 60, "alice")
+    assert FOREIGN_MARK not in text_of(digits)
+
+
+def test_the_room_list_marks_a_room_name_in_a_script_the_viewer_does_not_read() -> None:
+    model = ChatModel("alice", "server", lambda: TS)
+    model.open_room("lobby")
+    model.open_room("\u043b\u043e\u0431\u0431\u0438")  # Cyrillic
+    shown = "".join(fragment[1] for fragment in conversation_list(model, lambda conversation: None))
+    assert f"\u043b\u043e\u0431\u0431\u0438{FOREIGN_MARK}" in shown and f"lobby{FOREIGN_MARK}" not in shown
+    reader = ChatModel("alice", "server", lambda: TS, scripts=["Cyrillic"])
+    reader.open_room("\u043b\u043e\u0431\u0431\u0438")
+    assert FOREIGN_MARK not in "".join(fragment[1] for fragment in conversation_list(reader, lambda c: None))

@@ -270,8 +270,8 @@ class ChatService:
                 logger.info("%r takes over identity %d from %r", session, identity, previous)
                 self.connection_lost(previous)
                 previous.close_with(ErrorCode.SESSION_TAKEN, "this identity logged in on another connection")
-        if not self.engine.nick_free_for(key, identity, now, self.hold_ms):
-            session.close_with(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken", request.ref)
+        if not self.engine.nick_free_for(key, identity, now, self.hold_ms, nick):
+            session.close_with(ErrorCode.NICK_TAKEN, self._taken(nick, key, identity, now), request.ref)
             return
         if identity is None:
             token = new_session_token()
@@ -281,8 +281,8 @@ class ChatService:
             if not session.open:
                 return
             now = now_ms()
-            if not self.engine.nick_free_for(key, identity, now, self.hold_ms):
-                session.close_with(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken", request.ref)
+            if not self.engine.nick_free_for(key, identity, now, self.hold_ms, nick):
+                session.close_with(ErrorCode.NICK_TAKEN, self._taken(nick, key, identity, now), request.ref)
                 return
         else:
             assert request.session is not None
@@ -313,6 +313,13 @@ class ChatService:
                 Scope.private(identity), after=request.since, before=watermark + 1, limit=self.config.history.replay
             )
             session.send(fit_page(lambda m, t: wire.HistoryPage(private=True, messages=m, truncated=t), page, True))
+
+    def _taken(self, nick: str, key: str, identity: int | None, now: int) -> str:
+        """The `nick_taken` message, naming the nick it looks like when that one is the reason (PROTOCOL.md 2.8)."""
+        lookalike = self.engine.taken_lookalike(key, identity, now, self.hold_ms, nick)
+        if lookalike is not None:
+            return f"nick {nick!r} looks like {lookalike!r}, which is taken"
+        return f"nick {nick!r} is taken"
 
     def _limits_for(self, caps: frozenset[str]) -> dict[str, float | int]:
         """`welcome.limits`: with lazy-members, also the size of a member page (PROTOCOL.md 10.4)."""
@@ -359,6 +366,10 @@ class ChatService:
         key = fold(name)
         room = session.rooms.get(key)
         newly = room is None
+        if room is None and self.rooms.get(key) is None:
+            lookalike = self.rooms.lookalike(name, key)  # PROTOCOL.md 3.1: a new room may not look like a live one
+            if lookalike is not None:
+                raise ProtocolViolation(ErrorCode.BAD_ROOM, f"room {name!r} looks like the room {lookalike.name!r}")
         if room is None:
             room = self.rooms.add_member(name, key, session, hold=True)
             session.rooms[key] = room
@@ -492,7 +503,7 @@ class ChatService:
         now = now_ms()
         old_nick, old_key = session.nick, session.nick_key
         if not self.engine.claim_nick(session, key, nick, now, self.hold_ms):
-            raise ProtocolViolation(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
+            raise ProtocolViolation(ErrorCode.NICK_TAKEN, self._taken(nick, key, session.identity, now))
         session.nick, session.nick_key = nick, key
         if old_key != key:
             self.engine.hold_nick(old_key, old_nick, session.identity, now)  # still held by us (PROTOCOL.md 8)

@@ -63,7 +63,9 @@ class ChatApp:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.model = ChatModel(settings.nick, _server_name(settings.host, settings.port), clock)
+        self.model = ChatModel(
+            settings.nick, _server_name(settings.host, settings.port), clock, scripts=settings.scripts
+        )
         self.table = CommandTable(COMMANDS)
         self.controller = Controller(settings, self.model, store, self, self.table, clock=clock)
         self.buffer = Buffer(
@@ -167,7 +169,8 @@ def client_settings(args: argparse.Namespace, environ: Mapping[str, str] | None 
     problem = name_problem(nick)
     if problem is not None:
         raise ConfigError(f"nick {nick!r}: {problem}")
-    return Settings(host=config.host, port=config.port, nick=nick, secret=config.secret)
+    scripts = tuple(name.strip() for name in config.scripts.split(",") if name.strip())
+    return Settings(host=config.host, port=config.port, nick=nick, secret=config.secret, scripts=scripts)
 
 
 def login_nick(user: str | None = None) -> str:

@@ -89,6 +89,7 @@ class Settings:
     nick: str
     secret: str = ""
     rooms: tuple[str, ...] = ("lobby",)
+    scripts: tuple[str, ...] = ()  # read as usual besides Latin and the nick's: names of others are marked
     connect_timeout: float = 10.0
     backoff_initial: float = 0.5
     backoff_max: float = 10.0

@@ -44,7 +44,7 @@ from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 from prompt_toolkit.styles import Style
 
-from chat.protocol.names import fold
+from chat.protocol.names import fold, scripts_of
 from chat.tui.model import ChatModel, Conversation, Kind, Line, LinkState
 from chat.tui.render import (
     LocalTime,
@@ -56,9 +56,11 @@ from chat.tui.render import (
     human_duration,
     human_rate,
     human_size,
+    marked_name,
     nick_class,
     render_line,
     rule,
+    usual_scripts,
     visible,
 )
 from chat.tui.transfers import Direction, Transfer, summary
@@ -89,6 +91,7 @@ STYLE: dict[str, str] = {
     "quick": "ansicyan",
     "quick-tag": "ansicyan bold",
     "control": "reverse",
+    "foreign-name": "underline",
     "day": "ansicyan",
     "unread-marker": "ansired",
     "more-below": "reverse ansiyellow",
@@ -139,7 +142,7 @@ class MessagePane(UIControl):
         self.local = local
         self.height = 1
         self.at_top = False  # the first line of the conversation is on screen
-        self._cache: dict[tuple[int, int, int, str], list[Row]] = {}
+        self._cache: dict[tuple[int, int, int, str, frozenset[str]], list[Row]] = {}
 
     def create_content(self, width: int, height: int) -> UIContent:
         self.height = height
@@ -180,12 +183,13 @@ class MessagePane(UIControl):
 
     def _line_rows(self, line: Line, width: int) -> list[Row]:
         nick = self.model.nick if line.mention else ""
-        key = (line.uid, line.version, width, nick)
+        usual = usual_scripts(self.model.nick, self.model.scripts)
+        key = (line.uid, line.version, width, nick, usual)
         rows = self._cache.get(key)
         if rows is None:
             if len(self._cache) >= ROW_CACHE_SIZE:
                 self._cache.clear()
-            rows = self._cache[key] = render_line(line, width, self.model.nick, local=self.local)
+            rows = self._cache[key] = render_line(line, width, self.model.nick, local=self.local, usual=usual)
         return rows
 
     # --- scrolling -----------------------------------------------------------------------------------------------
@@ -229,6 +233,7 @@ def conversation_list(model: ChatModel, show: Callable[[Conversation], None]) ->
     fragments: StyleAndTextTuples = []
     section: Kind | None = None
     inner = SIDEBAR_WIDTH - 1
+    usual = usual_scripts(model.nick, model.scripts)
     for number, conversation in enumerate(model.conversations, 1):
         if conversation.kind is not section:
             section = conversation.kind
@@ -238,7 +243,6 @@ def conversation_list(model: ChatModel, show: Callable[[Conversation], None]) ->
         count = ""
         if conversation.unread:
             count = ("!" if conversation.mentioned else "") + str(min(conversation.unread, 999))
-        name = fit(visible(conversation.name), inner - 4 - len(count) - 1)
         style = "class:sidebar.current" if current else ""
         count_style = "class:sidebar.mention" if conversation.mentioned else "class:sidebar.unread"
         if current:
@@ -250,7 +254,9 @@ def conversation_list(model: ChatModel, show: Callable[[Conversation], None]) ->
             if event.event_type is MouseEventType.MOUSE_UP:
                 show(target)
 
-        fragments.append((style, f"{number:>3} {name}", clicked))
+        fragments.append((style, f"{number:>3} ", clicked))
+        name = marked_name(conversation.name, usual, style, inner - 4 - len(count) - 1)
+        fragments.extend((fragment[0], fragment[1], clicked) for fragment in name)
         fragments.append((count_style, f"{count} " if count else " ", clicked))
         fragments.append(("", "\n"))
     if fragments:
@@ -269,15 +275,15 @@ def member_list(model: ChatModel) -> StyleAndTextTuples:
         return []
     members = sorted(conversation.members.values(), key=lambda member: fold(member.nick))
     fragments: StyleAndTextTuples = [("class:sidebar.title", fit(f" members {len(members)}", inner))]
+    usual = usual_scripts(model.nick, model.scripts)
     for member in members:
-        style = "class:member.own" if model.is_own(member.nick) else nick_class(member.nick)
-        name = visible(member.nick)
+        own = model.is_own(member.nick)
+        style = "class:member.own" if own else nick_class(member.nick)
+        name = member.nick
         if member.away is not None:
-            fragments.append(("", "\n"))
-            fragments.append(("class:member.away", fit(f"  {name} (away)", inner)))
-        else:
-            fragments.append(("", "\n  "))
-            fragments.append((style, fit(name, inner - 2)))
+            style, name = "class:member.away", f"{member.nick} (away)"
+        fragments.append(("", "\n  "))
+        fragments.extend(marked_name(name, usual | scripts_of(member.nick) if own else usual, style, inner - 2))
     return fragments
 
 

@@ -253,8 +253,17 @@ def private_peer(message: Message, own: Callable[[str], bool]) -> str:
 class ChatModel:
     """Every conversation, which one is shown, the connection state, and the own nick (see the module doc)."""
 
-    def __init__(self, nick: str, server: str, clock: Callable[[], float], *, max_lines: int = MAX_LINES) -> None:
+    def __init__(
+        self,
+        nick: str,
+        server: str,
+        clock: Callable[[], float],
+        *,
+        max_lines: int = MAX_LINES,
+        scripts: Iterable[str] = (),
+    ) -> None:
         self.nick = nick
+        self.scripts = frozenset(scripts)  # read as usual besides Latin and the own nick's (chat/tui/render.py)
         self.server = server
         self.clock = clock
         self.max_lines = max_lines

@@ -8,6 +8,12 @@ title, reach the clipboard (OSC 52), ring the bell or reorder what is shown; the
 for a mention. The server already refuses control characters other than newline and tab in texts
 (PROTOCOL.md 8); this is the client's own line of defence, and it also covers names and error messages.
 
+Lookalikes: a nick or room name with letters of a script the viewer does not usually read (`usual_scripts`: Latin,
+the scripts of the own nick, and `[client] scripts`) is drawn with `FOREIGN_MARK` after it and `class:foreign-name`,
+so a Cyrillic nick drawn like a Latin one cannot pass for it (docs/security.md, Names). The server already
+refuses mixed scripts and lookalikes of names it knows (PROTOCOL.md 8); this is the client's own line of defence
+against names that are valid but new to the viewer.
+
 Width: a column is a terminal cell. Wide characters (CJK, most emoji) take two, combining marks none
 (`prompt_toolkit.utils.get_cwidth`, wcwidth underneath). Every row `render_line` makes fits its width exactly or
 less, so the nick column and the text column line up whatever script a nick or text is written in.
@@ -18,12 +24,13 @@ from __future__ import annotations
 import time
 import unicodedata
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
 
+from chat.protocol.names import scripts_of
 from chat.tui.model import Delivery, Line, LineKind, find_mentions
 
 TIME_WIDTH = 5  # "12:34"
@@ -37,6 +44,9 @@ NICK_COLOURS = 12  # style classes nick.0 .. nick.11
 FID_SHOWN = 8  # hex digits of a fid a file message shows: /get takes any unique start of a fid
 FILE_ICON = "📎"
 _UNITS = ("KiB", "MiB", "GiB", "TiB")
+FOREIGN_MARK = "?"  # after a name with letters of a script the viewer does not usually read (ASCII: one cell)
+FOREIGN_STYLE = "class:foreign-name"
+DEFAULT_SCRIPTS = frozenset({"Latin"})
 
 # Format characters that carry meaning in ordinary text and cannot reorder or hide anything: zero width joiner and
 # non-joiner (emoji sequences, Indic and Persian scripts). Every other Cf character is shown as <U+XXXX>.
@@ -184,6 +194,30 @@ def row_width(row: Row) -> int:
     return sum(get_cwidth(fragment[1]) for fragment in row)
 
 
+def usual_scripts(own_nick: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The scripts a viewer reads without a second look: Latin, those of the own nick, and `extra`."""
+    return DEFAULT_SCRIPTS | scripts_of(own_nick) | frozenset(extra)
+
+
+def is_foreign(name: str, usual: frozenset[str]) -> bool:
+    """Has `name` letters of a script outside `usual` (Common and Inherited characters never count)?"""
+    return not scripts_of(name) <= usual
+
+
+def marked_name(name: str, usual: frozenset[str], style: str, width: int | None = None) -> StyleAndTextTuples:
+    """`name` made visible, fit to `width` cells when given, and marked when foreign: the mark is never cut off."""
+    shown = visible(name)
+    if not is_foreign(name, usual):
+        return [(style, shown if width is None else fit(shown, width))]
+    padding = ""
+    if width is not None:
+        room = width - len(FOREIGN_MARK)
+        shown = fit(shown, room) if cell_width(shown) > room else shown
+        padding = " " * (room - cell_width(shown))
+    marked: StyleAndTextTuples = [(f"{style} {FOREIGN_STYLE}".strip(), shown), (FOREIGN_STYLE, FOREIGN_MARK)]
+    return [*marked, (style, padding)] if padding else marked
+
+
 def nick_class(nick: str) -> str:
     """A stable colour class for a nick: the same nick has the same colour in every run and on every machine."""
     return f"class:nick.{zlib.crc32(nick.casefold().encode()) % NICK_COLOURS}"
@@ -209,22 +243,31 @@ _BODY_STYLE = {
 }
 
 
-def render_line(line: Line, width: int, nick: str, *, local: LocalTime = time.localtime) -> list[Row]:
+def render_line(
+    line: Line,
+    width: int,
+    nick: str,
+    *,
+    local: LocalTime = time.localtime,
+    usual: frozenset[str] | None = None,
+) -> list[Row]:
     """The rows of one line: time, nick column, separator, then the text wrapped under its own column.
 
-    `nick` is the own nick, whose mentions are highlighted. Every row is at most `width` cells (at least the prefix
-    and `MIN_TEXT_WIDTH` cells of text: narrower panes cut the rows).
+    `nick` is the own nick, whose mentions are highlighted; a sender with letters outside `usual` (default:
+    `usual_scripts(nick)`) is marked. Every row is at most `width` cells (at least the prefix and `MIN_TEXT_WIDTH`
+    cells of text: narrower panes cut the rows).
     """
+    usual = usual_scripts(nick) if usual is None else usual
     clock = time.strftime("%H:%M", local(line.ts))
     time_style = "class:time class:pending" if line.delivery is Delivery.PENDING else "class:time"
-    prefix: Row = [(time_style, clock), ("", " "), *_nick_column(line), ("class:separator", SEPARATOR)]
+    prefix: Row = [(time_style, clock), ("", " "), *_nick_column(line, usual), ("class:separator", SEPARATOR)]
     text_width = max(MIN_TEXT_WIDTH, width - PREFIX_WIDTH)
-    rows = wrap(_body(line, nick), text_width)
+    rows = wrap(_body(line, nick, usual), text_width)
     indent: Row = [("", " " * (TIME_WIDTH + 1 + NICK_WIDTH)), ("class:separator", SEPARATOR)]
     return [[*(prefix if index == 0 else indent), *row] for index, row in enumerate(rows)]
 
 
-def _nick_column(line: Line) -> Row:
+def _nick_column(line: Line, usual: frozenset[str]) -> Row:
     if line.kind in (LineKind.MESSAGE, LineKind.QUICK, LineKind.FILE):
         if line.own:
             style = "class:own-nick"
@@ -235,18 +278,22 @@ def _nick_column(line: Line) -> Row:
         sender = visible(line.sender)
         if line.kind is LineKind.QUICK:
             sender = "»" + sender
-        return [(style, fit(sender, NICK_WIDTH, right=True))]
+        if line.own or not is_foreign(line.sender, usual):
+            return [(style, fit(sender, NICK_WIDTH, right=True))]
+        shown = fit(sender, NICK_WIDTH - len(FOREIGN_MARK), right=True)
+        return [(f"{style} {FOREIGN_STYLE}", shown), (FOREIGN_STYLE, FOREIGN_MARK)]
     marker, style = _NICK_COLUMN[line.kind]
     return [(style, fit(marker, NICK_WIDTH, right=True))]
 
 
-def _body(line: Line, nick: str) -> StyleAndTextTuples:
+def _body(line: Line, nick: str, usual: frozenset[str]) -> StyleAndTextTuples:
     style = _BODY_STYLE.get(line.kind, "")
     if line.delivery is Delivery.PENDING or line.delivery is Delivery.FAILED:
         style = "class:pending"
     body: StyleAndTextTuples = []
     if line.kind is LineKind.ACTION:
-        body.append((nick_class(line.sender), visible(line.sender)))
+        sender_usual = usual | scripts_of(line.sender) if line.own else usual
+        body.extend(marked_name(line.sender, sender_usual, nick_class(line.sender)))
         body.append(("", " "))
     elif line.kind is LineKind.QUICK:
         body.append(("class:quick-tag", "[nudge]" if line.nudge else "[quick]"))
