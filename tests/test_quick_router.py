@@ -96,6 +96,48 @@ def test_the_address_rate_is_checked_before_the_layout_and_any_hmac() -> None:
     assert net.router.stats["dropped_layout"] == 4
 
 
+def test_a_new_source_port_does_not_bring_a_fresh_address_bucket() -> None:
+    net = Wire(config_with(Config(), limits={"udp_per_second": 1.0, "udp_burst": 2}))
+    for port in range(5000, 5010):  # rotating ports of one host
+        net.router.datagram_received(b"garbage", ("10.0.0.1", port), 0.0)
+    assert net.router.stats["dropped_layout"] == 2 and net.router.stats["dropped_rate_address"] == 8
+    for host in ("2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:1:ffff::3"):  # one IPv6 /64
+        net.router.datagram_received(b"garbage", (host, 1, 0, 0), 0.0)
+    assert net.router.stats["dropped_layout"] == 4, "an IPv6 /64 shares one bucket"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [dg.TypingRequest(), dg.TypingRequest(to="bob", room="lobby"), dg.TypingRequest(room="elsewhere")],
+    ids=["neither", "both", "not-a-member"],
+)
+def test_a_signed_typing_with_a_bad_target_is_dropped_without_an_exception(body: dg.TypingRequest) -> None:
+    net = Wire()
+    alice = net.session("alice", 1, ALICE)
+    bob = net.session("bob", 2, BOB)
+    net.engine.rooms.add_member("lobby", "lobby", bob)
+    net.send(alice, dg.Kind.TYPING, body, ALICE, 0.0)
+    assert net.router.stats["dropped_body"] == 1 and net.router.stats["handler_failed"] == 0
+    assert not net.take(BOB, dg.Kind.TYPING)
+
+
+def test_a_handler_that_fails_is_counted_and_logged_and_the_router_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    net = Wire()
+    alice = net.session("alice", 1, ALICE)
+
+    def broken(router: QuickRouter, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
+        raise KeyError("a bug in a handler")
+
+    net.router._handlers = {**QuickRouter._handlers, dg.Kind.PING: broken}
+    for _ in range(3):
+        net.send(alice, dg.Kind.PING, dg.PingBody(t=1), ALICE, 0.0)
+    assert net.router.stats["handler_failed"] == 3
+    assert len([r for r in caplog.records if "could not be handled" in r.getMessage()]) == 1, "logged once, not 3x"
+    net.router._handlers = QuickRouter._handlers
+    net.send(alice, dg.Kind.PING, dg.PingBody(t=1), ALICE, 0.0)
+    assert net.take(ALICE, dg.Kind.PONG)
+
+
 def test_a_bad_tag_is_dropped_before_the_session_rate_is_spent() -> None:
     net = Wire(config_with(Config(), limits={"udp_per_second": 1.0, "udp_burst": 1}))
     alice = net.session("alice", 1)

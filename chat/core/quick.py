@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 
 from chat.config import Config
+from chat.core.admission import address_key
 from chat.core.limits import TokenBucket
 from chat.protocol import datagrams as dg
 from chat.protocol import messages as wire
@@ -121,7 +122,7 @@ class QuickRouter:
         self.schedule = schedule
         self.peers: dict[int, UdpPeer] = {}
         self.stats: Counter[str] = Counter()
-        self._address_buckets: OrderedDict[Address, TokenBucket] = OrderedDict()
+        self._address_buckets: OrderedDict[str, TokenBucket] = OrderedDict()  # by address_key of the source
         self.send_datagram: Callable[[bytes, Address], None] = lambda data, address: None
         self.wake_at: Callable[[float], None] = lambda deadline: None
 
@@ -197,17 +198,26 @@ class QuickRouter:
         if handler is None:
             self.stats["dropped_kind"] += 1
             return
-        handler(self, peer, datagram, now)
+        try:
+            handler(self, peer, datagram, now)
+        except Exception:  # total: no datagram, however signed, gets an exception into the loop
+            self.stats["handler_failed"] += 1
+            if self.stats["handler_failed"] == 1 or self.stats["handler_failed"] % 1000 == 0:
+                logger.exception("a %s datagram could not be handled (%d so far)", datagram.kind.name,
+                                 self.stats["handler_failed"])  # fmt: skip
 
     def _address_bucket(self, address: Address, now: float) -> TokenBucket:
-        bucket = self._address_buckets.get(address)
+        """The rate bucket of the datagram's source host: by address (an IPv6 /64), not port, so changing ports
+        does not start a fresh bucket."""
+        key = address_key(str(address[0])) if isinstance(address, tuple) else str(address)
+        bucket = self._address_buckets.get(key)
         if bucket is None:
             limits = self.config.limits
-            bucket = self._address_buckets[address] = TokenBucket(limits.udp_per_second, limits.udp_burst, now)
+            bucket = self._address_buckets[key] = TokenBucket(limits.udp_per_second, limits.udp_burst, now)
             if len(self._address_buckets) > MAX_ADDRESS_BUCKETS:
                 self._address_buckets.popitem(last=False)
         else:
-            self._address_buckets.move_to_end(address)
+            self._address_buckets.move_to_end(key)
         return bucket
 
     # --- kinds -------------------------------------------------------------------------------------------------
@@ -263,8 +273,12 @@ class QuickRouter:
             self.stats["dropped_body"] += 1
             return
         session = peer.session
-        room = session.rooms[fold(body.room)].name if body.room is not None else None
-        notice = dg.TypingNotice(sender=session.nick, to=None if room else recipients[0].nick, room=room)
+        if body.room is not None:  # _recipients checked it is a room the sender is in
+            room: str | None = session.rooms[fold(checked_room(body.room))].name
+            to = None
+        else:
+            room, to = None, recipients[0].nick
+        notice = dg.TypingNotice(sender=session.nick, to=to, room=room)
         for recipient in recipients:
             if recipient.udp is not None and recipient.udp.address is not None:
                 self._send(recipient.udp, dg.Kind.TYPING, notice)
@@ -333,6 +347,8 @@ class QuickRouter:
         return qid
 
     def _recipients(self, sender: Session, to: str | None, room_name: str | None) -> list[Session]:
+        if (to is None) == (room_name is None):
+            raise ProtocolViolation(ErrorCode.BAD_REQUEST, "exactly one of `to` and `room`")
         if to is not None:
             key = fold(checked_nick(to))
             online = self.engine.by_nick(key)
@@ -341,7 +357,7 @@ class QuickRouter:
             if self.engine.nick_holder(key) is None:
                 raise ProtocolViolation(ErrorCode.NO_SUCH_NICK, f"nobody ever had the nick {to!r}")
             raise ProtocolViolation(ErrorCode.NICK_OFFLINE, f"{to!r} is not connected; quick messages are not stored")
-        assert room_name is not None
+        assert room_name is not None  # by the check above
         name = checked_room(room_name)
         room = sender.rooms.get(fold(name))
         if room is None:
