@@ -140,7 +140,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--room-size", type=int, default=100)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--breakdown", action="store_true", help="objects by type and bytes by allocation site")
