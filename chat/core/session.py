@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from chat.core.rooms import Room
 
 
+# One shared empty set for every session that negotiated no caps: `frozenset()` is a new 216-byte object each time,
+# and most connections never negotiate any (docs/performance.md, memory).
+NO_CAPS: frozenset[str] = frozenset()
+
+
 class State(Enum):
     """Where a connection is in its life."""
 
@@ -63,7 +68,7 @@ class Session:
         self.away: str | None = None
         self.udp: UdpPeer | None = None
         self.rooms: dict[str, Room] = {}
-        self.caps: frozenset[str] = frozenset()
+        self.caps: frozenset[str] = NO_CAPS
 
     def __repr__(self) -> str:
         return f"<Session {self.nick or '-'} {self.peer.address}>"

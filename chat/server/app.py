@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from chat.config import Config, config_with
@@ -40,8 +40,7 @@ class ChatServer:
         self.host = config.server.host
         self.port = config.server.port
         self.udp_port = config.server.udp_port
-        self.connections: dict[Session, TcpConnection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.connections: dict[Session, TcpConnection] = {}  # each holds its read loop's task
         self._server: asyncio.Server | None = None
         self._udp: QuickChannel | None = None
         self._store: AsyncStore | None = None
@@ -51,6 +50,10 @@ class ChatServer:
         limits = config.limits
         self._frame_limits = FrameLimits(limits.max_header_bytes, limits.max_payload_bytes)
         self._service: ChatService | None = None
+        # Bound once: an attribute lookup of a method makes a new bound-method object, which a connection would keep.
+        self._handle_frame: Callable[[Session, bytes, bytes], Awaitable[None] | None] | None = None
+        self._on_open = self._on_connection
+        self._on_closed = self._connection_closed
         self._housekeeping: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self.refused = 0
@@ -74,10 +77,11 @@ class ChatServer:
         turn = self._turn = TurnWriter(loop, engine.flush)
         self._service = ChatService(self.config, self._store, engine, loop.time)
         await self._service.start()
+        self._handle_frame = self._service.handle_frame
         self._service.files.start()
         await self._prune()
-        self._server = await asyncio.start_server(
-            self._on_connection,
+        self._server = await loop.create_server(
+            self._new_connection,
             host=self.config.server.host,
             port=self.config.server.port,
             backlog=self.config.server.backlog,
@@ -123,45 +127,48 @@ class ChatServer:
         await self.close()
         await self.start()
 
-    def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        limits = self.config.limits
-        if len(self.connections) >= self.config.server.max_clients:
-            self.refused += 1
-            writer.write(encode_error(ErrorCode.TOO_MANY_CLIENTS, f"the server has {len(self.connections)} clients"))
-            writer.close()
-            return
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        now = asyncio.get_running_loop().time()
+    def _new_connection(self) -> TcpConnection:
+        """The protocol of an accepted connection: a `TcpConnection` feeding its own `StreamReader`."""
         assert self._turn is not None
-        connection = TcpConnection(
-            reader,
-            writer,
+        return TcpConnection(
+            asyncio.StreamReader(),
             codec=self._codec,
             batch_codec=self._batch_codec,
             turn=self._turn,
             limits=self._frame_limits,
-            send_queue_bytes=limits.send_queue_bytes,
+            send_queue_bytes=self.config.limits.send_queue_bytes,
+            on_open=self._on_open,
         )
+
+    def _on_connection(self, connection: TcpConnection) -> None:
+        """A connection is made: greet it and start its read loop, or refuse it over `max_clients`.
+
+        Both event loops set TCP_NODELAY on every TCP connection they make, so nothing is set here.
+        """
+        limits = self.config.limits
+        if len(self.connections) >= self.config.server.max_clients:
+            self.refused += 1
+            transport = connection.transport
+            transport.write(encode_error(ErrorCode.TOO_MANY_CLIENTS, f"the server has {len(self.connections)} clients"))
+            transport.close()
+            return
+        now = asyncio.get_running_loop().time()
         session = connection.session = Session(
             connection, TokenBucket(limits.messages_per_second, limits.burst, now), now
         )
         self.connections[session] = connection
-        logger.debug("connection from %r", connection.address)
+        logger.debug("connection from %r", connection)
         self.service.greet(session)
-        task = asyncio.create_task(self._serve(connection, session))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        assert self._handle_frame is not None
+        # The read loop is the task itself (no wrapper coroutine, no done callback): an idle connection is
+        # suspended in as few frames as it can be.
+        connection.task = asyncio.create_task(connection.run(session, self._handle_frame, self._on_closed))
 
-    async def _serve(self, connection: TcpConnection, session: Session) -> None:
+    def _connection_closed(self, session: Session) -> None:
+        """The read loop of `session`'s connection has ended (run by the loop itself, last)."""
         try:
-            await connection.run(session, self.service.handle_frame)
-        except Exception:
-            logger.exception("%r: connection crashed", session)
-        finally:
             self.service.connection_lost(session)
+        finally:
             self.connections.pop(session, None)
 
     async def _sweep(self) -> None:
@@ -202,8 +209,9 @@ class ChatServer:
         await self.service.store.flush()
         for session in list(self.connections):
             session.close_with(ErrorCode.SERVER_SHUTDOWN, "the server is shutting down")
-        if self._tasks:
-            _, stalled = await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE)
+        tasks = {connection.task for connection in self.connections.values() if connection.task is not None}
+        if tasks:
+            _, stalled = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
             for session in list(self.connections):
                 session.abort()
             if stalled:

@@ -12,6 +12,11 @@ connection per turn, however many frames the turn produced; nothing is delayed w
 turn ends as soon as the current callbacks are done). The slow-consumer cap counts the outbox and the transport's
 buffer together: over `send_queue_bytes`, the peer is not reading and is cut off (no frame, its queue is full), so
 it can neither stall a room nor grow the server's memory.
+
+Memory: an idle connection is what the server holds most of, so one costs only what it must (docs/performance.md,
+memory). `TcpConnection` is itself the protocol that feeds its `StreamReader` (asyncio's `StreamReaderProtocol` and
+`StreamWriter` add a 760-byte deque of drain waiters, two futures, a weak reference and two instance dicts: 1.5 KiB
+per connection); its reading task awaits `readexactly` directly; the outbox is allocated only while it holds bytes.
 """
 
 from __future__ import annotations
@@ -141,58 +146,100 @@ class TurnWriter:
             connection.write_out()
 
 
-class TcpConnection:
-    """One client connection over TCP: the `Peer` the core writes to, and the read loop that feeds the core."""
+class TcpConnection(asyncio.Protocol):
+    """One client connection over TCP: the protocol that feeds its `StreamReader`, the `Peer` the core writes to,
+    and the read loop that feeds the core."""
 
     __slots__ = (
         "_batch_codec",
         "_budget",
         "_closing",
         "_delay",
+        "_drain_waiter",
+        "_on_open",
         "_out",
+        "_paused",
         "_queued",
         "_turn",
-        "address",
         "cap",
         "codec",
         "limits",
         "reader",
         "session",
         "slow_consumer",
+        "task",
         "transport",
-        "writer",
     )
 
     def __init__(
         self,
         reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
         *,
         codec: FrameCodec,
         batch_codec: FrameCodec | None = None,
         turn: TurnWriter,
         limits: FrameLimits,
         send_queue_bytes: int,
+        on_open: Callable[[TcpConnection], None] | None = None,
     ) -> None:
         self.reader = reader
-        self.writer = writer
-        self.transport = cast(asyncio.Transport, writer.transport)  # a stream's transport reads and writes
-        self.address = writer.get_extra_info("peername")
+        self.transport: asyncio.Transport  # set by connection_made, before anything else runs
         self.codec = codec
         self._batch_codec = batch_codec or BatchFrameCodec()
         self.limits = limits
         self.cap = send_queue_bytes
         self.session: Session | None = None
+        self.task: asyncio.Task[None] | None = None  # the read loop, once the listener has started it
         self.slow_consumer = False
         self._turn = turn
-        self._out: list[bytes] = []
+        self._on_open = on_open
+        self._out: list[bytes] | None = None  # allocated while it holds bytes
         self._queued = 0  # bytes in the outbox
         self._budget = send_queue_bytes  # what the outbox may hold: the cap less the transport's buffer
         self._closing = False
         self._delay = 0.0
+        self._paused = False  # the transport's buffer is over its high-water mark
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def address(self) -> Any:
+        """The peer's address (asked of the transport when wanted: logging, not kept per connection)."""
+        return self.transport.get_extra_info("peername")
 
     def __repr__(self) -> str:
         return f"<TcpConnection {self.address}>"
+
+    # --- the asyncio protocol: what StreamReaderProtocol does for a stream, without its per-connection objects --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's subclasses
+        self.reader.set_transport(transport)  # the reader pauses reading when its buffer is over twice its limit
+        on_open, self._on_open = self._on_open, None
+        if on_open is not None:
+            on_open(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed_data(data)
+
+    def eof_received(self) -> bool:
+        self.reader.feed_eof()
+        return True  # keep the transport: the read loop closes it once what is queued is written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self.reader.feed_eof()
+        else:
+            self.reader.set_exception(exc)
+        self.resume_writing()  # a drain returns; its caller sees the connection is closed
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # --- the Peer protocol ---------------------------------------------------------------------------------------
 
@@ -216,9 +263,11 @@ class TcpConnection:
         if self._closing:
             return
         out = self._out
-        if not out:
+        if out is None:
+            self._out = [encoded]
             self._turn.add(self)
-        out.append(encoded)
+        else:
+            out.append(encoded)
         self._queued += len(encoded)
         if self._queued > self._budget:
             self._check_cap()
@@ -237,7 +286,7 @@ class TcpConnection:
 
     def abort(self) -> None:
         self._closing = True
-        self._out.clear()
+        self._out = None
         self._queued = 0
         self.transport.abort()
 
@@ -246,8 +295,15 @@ class TcpConnection:
 
     async def drain(self) -> None:
         self.write_out()
-        if self.transport.get_write_buffer_size() > DRAIN_LOW_WATER:
-            await self.writer.drain()
+        transport = self.transport
+        if transport.get_write_buffer_size() <= DRAIN_LOW_WATER:
+            return
+        if transport.is_closing():
+            raise ConnectionResetError("connection closing")
+        if self._paused:  # until resume_writing or connection_lost; one future for every waiting download
+            if self._drain_waiter is None:
+                self._drain_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._drain_waiter)
 
     def stop_reading(self) -> None:
         """Read nothing more (the server is shutting down)."""
@@ -259,16 +315,17 @@ class TcpConnection:
     def write_out(self) -> None:
         """Hand the outbox to the transport in one write."""
         out = self._out
-        if not out or self._closing:
+        if out is None or self._closing:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
-        self._out = []
+        self._out = None
         self._queued = 0
         transport = self.transport
         if transport.is_closing():
             return
         transport.write(data)
-        self._budget = self.cap - transport.get_write_buffer_size()
+        buffered = transport.get_write_buffer_size()
+        self._budget = self.cap - buffered if buffered else self.cap  # no new int object while nothing waits
         if self._budget < 0:
             self._cut_off()
 
@@ -309,8 +366,17 @@ class TcpConnection:
         except (TimeoutError, ConnectionError):
             pass
 
-    async def run(self, session: Session, on_frame: Callable[[Session, bytes, bytes], Any]) -> None:
-        """Read and dispatch frames until the peer leaves or the connection is closed."""
+    async def run(
+        self,
+        session: Session,
+        on_frame: Callable[[Session, bytes, bytes], Any],
+        on_closed: Callable[[Session], None] | None = None,
+    ) -> None:
+        """Read and dispatch frames until the peer leaves or the connection is closed, then call `on_closed`.
+
+        The listener runs this as the connection's task itself: an idle connection is suspended in this frame,
+        `readexactly` and its `_wait_for_data`, and every frame of that chain costs memory (200-400 bytes each).
+        """
         loop = asyncio.get_running_loop()
         reader = self.reader
         limits = self.limits
@@ -336,6 +402,7 @@ class TcpConnection:
                 waiting = on_frame(session, header, payload)
                 if waiting is not None:
                     await waiting
+                    del waiting, header, payload  # not kept alive while this connection idles
                     run = 0
                 else:
                     run += 1
@@ -347,8 +414,12 @@ class TcpConnection:
                     await asyncio.sleep(delay)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
+        except Exception:
+            logger.exception("%r: connection crashed", session)
         finally:
             self.write_out()
             self._closing = True
             if not self.transport.is_closing():
                 self.transport.close()
+            if on_closed is not None:
+                on_closed(session)
