@@ -45,6 +45,11 @@ class LimitsConfig(_Section):
     login_timeout: float = 10.0
     udp_per_second: float = 200.0
     udp_burst: int = 400
+    # Per source address (IPv4 address, IPv6 /64; docs/security.md); 0 = no limit
+    max_connections_per_address: int = 256
+    max_unauthenticated_per_address: int = 128
+    connections_per_minute_per_address: int = 1200
+    logins_per_minute_per_address: int = 30
 
 
 class HistoryConfig(_Section):
@@ -114,6 +119,10 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("limits", "login_timeout", 0.05),
     ("limits", "udp_per_second", 0.001),
     ("limits", "udp_burst", 1),
+    ("limits", "max_connections_per_address", 0),
+    ("limits", "max_unauthenticated_per_address", 0),
+    ("limits", "connections_per_minute_per_address", 0),
+    ("limits", "logins_per_minute_per_address", 0),
     ("history", "replay", 1),
     ("history", "retention_days", 0),
     ("files", "max_bytes", 0),

@@ -31,7 +31,14 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     base = config_with(
         Config(),
         server={"host": "127.0.0.1", "port": 0, "udp_port": 0, "nick_hold": 0},
-        limits={"messages_per_second": 10_000, "burst": 10_000},
+        limits={
+            "messages_per_second": 10_000,
+            "burst": 10_000,
+            "max_connections_per_address": 0,
+            "max_unauthenticated_per_address": 0,
+            "connections_per_minute_per_address": 0,
+            "logins_per_minute_per_address": 0,
+        },
         history={"database": str(tmp_path / "chat.db")},
         files={"directory": str(tmp_path / "files")},
     )

@@ -47,7 +47,11 @@ class RawConnection:
         self._task = asyncio.create_task(self._read_all())
 
     @classmethod
-    async def open(cls, host: str, port: int, *, rcvbuf: int | None = None) -> RawConnection:
+    async def open(cls, host: str, port: int, *, rcvbuf: int | None = None, source: str | None = None) -> RawConnection:
+        """Connect; `source` is the loopback address to connect from (127.x.y.z), for per-address limits."""
+        if source is not None:
+            reader, writer = await asyncio.open_connection(host, port, limit=2**21, local_addr=(source, 0))
+            return cls(reader, writer)
         sock = None
         if rcvbuf is not None:  # a tiny receive buffer makes a slow consumer quickly
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

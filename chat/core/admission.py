@@ -18,11 +18,24 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from chat.config import Config
 from chat.core.limits import TokenBucket
 from chat.protocol.errors import ErrorCode
 
 SMALL_HOST = 4  # connections of an address that still gets one of the slots kept back near max_clients
 FAILED_LOGIN_PAUSE = 1.0  # seconds before an address may try again after a failed proof
+
+
+def address_limits(config: Config) -> AddressLimits:
+    """The per-address limits of a configuration (`[limits]`, and `[server] max_clients`)."""
+    limits = config.limits
+    return AddressLimits(
+        max_connections_per_address=limits.max_connections_per_address,
+        max_unauthenticated_per_address=limits.max_unauthenticated_per_address,
+        connections_per_minute_per_address=limits.connections_per_minute_per_address,
+        logins_per_minute_per_address=limits.logins_per_minute_per_address,
+        max_clients=config.server.max_clients,
+    )
 
 
 def address_key(host: str) -> str:
@@ -51,6 +64,7 @@ class AddressLimits:
 
 @dataclass(slots=True)
 class _Address:
+    key: str
     open: int = 0
     unauthenticated: int = 0
     connects: TokenBucket | None = None
@@ -103,12 +117,14 @@ class AddressBook:
                 )
         return None
 
-    def opened(self, key: str) -> None:
-        """A connection from `key` was accepted; it is not logged in yet."""
+    def opened(self, key: str) -> str:
+        """A connection from `key` was accepted; it is not logged in yet. Returns the key as the book keeps it
+        (one string object shared by every connection of the address)."""
         entry = self._entry(key)
         entry.open += 1
         entry.unauthenticated += 1
         self.total += 1
+        return entry.key
 
     def logged_in(self, key: str) -> None:
         """A connection from `key` logged in."""
@@ -142,11 +158,12 @@ class AddressBook:
         return None
 
     def login_failed(self, key: str, now: float) -> None:
-        """A login from `key` gave a wrong proof: pause the address, and count it against its failed logins."""
-        entry = self._entry(key)
-        entry.paused_until = now + FAILED_LOGIN_PAUSE
+        """A login from `key` gave a wrong proof: pause the address, and count it against its failed logins
+        (neither when `logins_per_minute_per_address` is 0)."""
         rate = self.limits.logins_per_minute_per_address
         if rate:
+            entry = self._entry(key)
+            entry.paused_until = now + FAILED_LOGIN_PAUSE
             if entry.failures is None:
                 entry.failures = TokenBucket(rate / 60.0, rate, now)
             entry.failures.take(now)
@@ -167,7 +184,7 @@ class AddressBook:
     def _entry(self, key: str) -> _Address:
         entry = self._addresses.get(key)
         if entry is None:
-            entry = self._addresses[key] = _Address()
+            entry = self._addresses[key] = _Address(key)
         return entry
 
     def _forget_if_idle(self, key: str, entry: _Address, now: float) -> None:

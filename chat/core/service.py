@@ -25,6 +25,7 @@ import msgspec
 
 from chat import __version__
 from chat.config import Config
+from chat.core.admission import AddressBook, address_key, address_limits
 from chat.core.files import FileService
 from chat.core.ports import Store
 from chat.core.quick import QuickRouter
@@ -94,11 +95,21 @@ def fit_page(
 class ChatService:
     """The server's behaviour, independent of how connections are accepted."""
 
-    def __init__(self, config: Config, store: Store, engine: LocalEngine, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        engine: LocalEngine,
+        clock: Callable[[], float],
+        *,
+        addresses: AddressBook | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.engine = engine
         self.rooms = engine.rooms
+        # Per-address admission (chat.core.admission): failed logins pause an address; None for no such limits
+        self.addresses = addresses if addresses is not None else AddressBook(address_limits(config))
         # A room name as sent -> its key: the same few names arrive with every message, and a dict lookup costs a
         # tenth of checking and folding the name again. Only valid names get in; bounded by clearing when full.
         self._room_keys: dict[str, str] = {}
@@ -252,9 +263,13 @@ class ChatService:
         if session.state is State.ACTIVE:
             raise ProtocolViolation(ErrorCode.ALREADY_LOGGED_IN, f"already logged in as {session.nick!r}")
         nonce, session.nonce = session.nonce, None  # PROTOCOL.md 2.2: a nonce is good for one attempt
-        refusal = self._login_refusal(request, nonce)
+        address = address_key(str(session.address[0])) if isinstance(session.address, tuple) else str(session.address)
+        now_loop = self.clock()
+        refusal = self.addresses.login_refusal(address, now_loop) or self._login_refusal(request, nonce)
         if refusal is not None:
             code, message = refusal
+            if code is ErrorCode.AUTH_FAILED:  # docs/security.md: a wrong proof pauses the address
+                self.addresses.login_failed(address, now_loop)
             logger.info("%r: login as %r refused: %s", session, request.nick, code.value)
             session.close_with(code, message, request.ref)
             return
@@ -295,6 +310,7 @@ class ChatService:
             session.caps = frozenset(caps)
             session.peer.negotiated(session.caps)
         session.state = State.ACTIVE
+        self.addresses.logged_in(address)
         self.engine.register(session)
         udp = session.udp = self.quick.attach(session, self.clock())
         logger.info("%r logged in (identity %d)", session, identity)

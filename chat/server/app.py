@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from chat.config import Config, config_with
+from chat.core.admission import AddressBook, address_key, address_limits
 from chat.core.limits import TokenBucket
 from chat.core.service import ChatService
 from chat.core.session import Session
@@ -75,7 +76,8 @@ class ChatServer:
         await self._store.start()
         engine = LocalEngine(lambda: turn.schedule())
         turn = self._turn = TurnWriter(loop, engine.flush)
-        self._service = ChatService(self.config, self._store, engine, loop.time)
+        self.addresses = AddressBook(address_limits(self.config))
+        self._service = ChatService(self.config, self._store, engine, loop.time, addresses=self.addresses)
         await self._service.start()
         self._handle_frame = self._service.handle_frame
         self._service.files.start()
@@ -146,13 +148,18 @@ class ChatServer:
         Both event loops set TCP_NODELAY on every TCP connection they make, so nothing is set here.
         """
         limits = self.config.limits
-        if len(self.connections) >= self.config.server.max_clients:
+        now = asyncio.get_running_loop().time()
+        transport = connection.transport
+        peer = transport.get_extra_info("peername")
+        key = address_key(str(peer[0])) if isinstance(peer, tuple) else str(peer)
+        refusal = self.addresses.admit(key, now)  # max_clients and the per-address limits (docs/security.md)
+        if refusal is not None:
             self.refused += 1
-            transport = connection.transport
-            transport.write(encode_error(ErrorCode.TOO_MANY_CLIENTS, f"the server has {len(self.connections)} clients"))
+            code, message = refusal
+            transport.write(encode_error(code, message))
             transport.close()
             return
-        now = asyncio.get_running_loop().time()
+        connection.admission_key = self.addresses.opened(key)
         session = connection.session = Session(
             connection, TokenBucket(limits.messages_per_second, limits.burst, now), now
         )
@@ -166,10 +173,15 @@ class ChatServer:
 
     def _connection_closed(self, session: Session) -> None:
         """The read loop of `session`'s connection has ended (run by the loop itself, last)."""
+        logged_in = session.identity != 0
         try:
             self.service.connection_lost(session)
         finally:
-            self.connections.pop(session, None)
+            connection = self.connections.pop(session, None)
+            if connection is not None and connection.admission_key is not None:
+                self.addresses.closed(
+                    connection.admission_key, logged_in=logged_in, now=asyncio.get_running_loop().time()
+                )
 
     async def _sweep(self) -> None:
         """Keepalive pings and timeouts for every connection, and the retention sweep now and then."""
@@ -183,6 +195,7 @@ class ChatServer:
             for session in list(self.connections):
                 self.service.keepalive(session, now)
             self.service.files.sweep(now)
+            self.addresses.sweep(now)
             if now >= next_prune:
                 next_prune = now + RETENTION_SWEEP_SECONDS
                 await self._prune()

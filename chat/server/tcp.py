@@ -161,6 +161,7 @@ class TcpConnection(asyncio.Protocol):
         "_paused",
         "_queued",
         "_turn",
+        "admission_key",
         "cap",
         "codec",
         "limits",
@@ -190,6 +191,7 @@ class TcpConnection(asyncio.Protocol):
         self.cap = send_queue_bytes
         self.session: Session | None = None
         self.task: asyncio.Task[None] | None = None  # the read loop, once the listener has started it
+        self.admission_key: str | None = None  # the source address it is counted under (chat.core.admission)
         self.slow_consumer = False
         self._turn = turn
         self._on_open = on_open

@@ -14,14 +14,24 @@ from chat.config import Config, LimitsConfig, config_with
 Sections = Mapping[str, Mapping[str, Any]]
 
 # High enough that no test trips a rate limit unless it sets one; UDP keys only where the config has them.
-_GENEROUS_LIMITS = {"messages_per_second": 10_000, "burst": 10_000, "udp_per_second": 10_000, "udp_burst": 10_000}
+# The per-address limits are off: a test suite connects from 127.0.0.1 thousands of times and fails logins on purpose.
+_GENEROUS_LIMITS = {
+    "messages_per_second": 10_000,
+    "burst": 10_000,
+    "udp_per_second": 10_000,
+    "udp_burst": 10_000,
+    "max_connections_per_address": 0,
+    "max_unauthenticated_per_address": 0,
+    "connections_per_minute_per_address": 0,
+    "logins_per_minute_per_address": 0,
+}
 
 
 def test_config(directory: Path | str, **sections: Mapping[str, Any]) -> Config:
     """The configuration a test server runs with; `sections` override keys: `test_config(d, limits={"burst": 5})`.
 
     127.0.0.1 with TCP and UDP port 0 (any free port), no nick hold, rate limits far above any test's traffic, the
-    history database and the files folder in `directory`.
+    history database and the files folder in `directory`, no per-address limits.
     """
     folder = Path(directory)
     limits = {key: value for key, value in _GENEROUS_LIMITS.items() if key in LimitsConfig.__struct_fields__}
