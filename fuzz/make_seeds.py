@@ -54,6 +54,7 @@ REFUSED = {
     "unknown-type": b'{"type":"shout","ref":"r"}',
     "int-beyond-int64": b'{"type":"ping","t":9223372036854775808}',
     "nested-33": b'{"type":"ping","t":' + b"[" * 32 + b"]" * 32 + b"}",
+    "nested-3000": b'{"type":"ping","t":' + b"[" * 3000 + b"]" * 3000 + b"}",
     "bad-ref": b'{"type":"ping","ref":1.5}',
     "bad-utf8": b'{"type":"say","room":"a","text":"\xff"}',
     "lone-surrogate": b'{"type":"say","room":"a","text":"\\ud800"}',
@@ -115,6 +116,8 @@ def datagram_seeds() -> dict[str, bytes]:
         for number, body in enumerate(bodies, 1):
             raw = b"" if body is None else dg.encode_body(body)
             seeds[f"{kind.name.lower()}-{number}"] = dg.encode_datagram(kind, 7, number, raw, KEY)
+    # the RecursionError that escaped decode_body (tests/test_datagrams.py): nesting near msgspec's limit
+    seeds["ping-deep"] = dg.encode_datagram(dg.Kind.PING, 7, 9, b'{"t":' + b"[" * 1100, KEY)
     seeds["max-size"] = dg.encode_datagram(dg.Kind.PING, 2**64 - 1, 2**32 - 1, b" " * dg.MAX_BODY, KEY)
     return seeds
 
