@@ -4,7 +4,7 @@ Input: one byte saying how the stream is cut (chunks of 1 to 16 bytes, or all at
 
 Contract checked on every input:
 - `FrameDecoder` raises nothing but `FrameTooLarge`, exactly at the first prefix whose lengths are out of bounds
-  (`check_lengths`), never later and never for a good prefix; the frames it returned re-encode to the bytes they came
+  (PROTOCOL.md 1.3), never later and never for a good prefix; the frames it returned re-encode to the bytes they came
   from; what it holds back is the incomplete tail, less the 8-byte prefix once that prefix is complete. (A `feed`
   that raises loses the frames it completed before the bad prefix: only tests use this decoder, and a refused
   prefix ends the connection.)
@@ -28,7 +28,6 @@ from chat.protocol.frames import (
     Frame,
     FrameDecoder,
     FrameLimits,
-    check_lengths,
     encode_frame,
 )
 from chat.protocol.messages import Error, decode_server_frame
@@ -71,9 +70,7 @@ def expected(stream: bytes) -> tuple[list[Frame], bool]:
     position = 0
     while len(stream) - position >= PREFIX_SIZE:
         header_len, payload_len = PREFIX.unpack_from(stream, position)
-        try:
-            check_lengths(header_len, payload_len, LIMITS)
-        except FrameTooLarge:
+        if not (1 <= header_len <= LIMITS.max_header and payload_len <= LIMITS.max_payload):  # PROTOCOL.md 1.3
             return frames, True
         start = position + PREFIX_SIZE
         if len(stream) - start < header_len + payload_len:

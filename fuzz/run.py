@@ -21,20 +21,27 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = {"frames": 8192, "requests": 4096, "datagrams": 1300}  # each target's MAX_LEN: the longest input tried
+TARGETS = ("frames", "requests", "datagrams")
 SHORT_SECONDS = 5  # scripts/test: three targets in well under 30 s
 STATS = re.compile(r"^stat::(\w+):\s*(\d+)", re.MULTILINE)
 COVERAGE = re.compile(r"cov: (\d+) ft: (\d+)")
+ARTIFACT = re.compile(r"Test unit written to (\S+)")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=60, help="time per target (default 60)")
     parser.add_argument("--runs", type=int, default=50_000_000, help="at most this many inputs per target")
-    parser.add_argument("--target", action="append", choices=sorted(TARGETS), help="only this target (repeatable)")
+    parser.add_argument("--target", action="append", choices=TARGETS, help="only this target (repeatable)")
     parser.add_argument("--short", action="store_true", help=f"the scripts/test run: {SHORT_SECONDS} s per target")
     parser.add_argument("--merge", action="store_true", help="then keep new coverage in fuzz/corpus/<target>/")
     return parser.parse_args()
+
+
+def max_len(target: str) -> int:
+    """The target's MAX_LEN: the longest input libFuzzer tries."""
+    sys.path.insert(0, str(ROOT / "fuzz"))
+    return int(importlib.import_module(f"fuzz_{target}").MAX_LEN)
 
 
 def fuzz_command(target: str, seconds: int, runs: int) -> list[str]:
@@ -50,7 +57,7 @@ def fuzz_command(target: str, seconds: int, runs: int) -> list[str]:
         f"-runs={runs}",
         "-timeout=10",
         "-rss_limit_mb=2048",
-        f"-max_len={TARGETS[target]}",
+        f"-max_len={max_len(target)}",
         f"-artifact_prefix={artifacts}/{target}-",
         "-print_final_stats=1",
         str(work),
@@ -68,11 +75,14 @@ def run_target(target: str, seconds: int, runs: int, quiet: bool) -> bool:
         print(f"fuzz {target}: still running {exc.timeout:.0f} s after it should have stopped", file=sys.stderr)
         return False
     elapsed = time.monotonic() - started
-    log = done.stderr or ""
+    log = (done.stdout or "") + (done.stderr or "")  # atheris prints the Python traceback on stdout
     if done.returncode != 0:
         if quiet:
             sys.stderr.write(log[-6000:])
-        print(f"fuzz {target}: FAILED (exit {done.returncode}); the input is in .fuzz/artifacts/", file=sys.stderr)
+        written = ARTIFACT.findall(log)
+        where = written[-1] if written else ".fuzz/artifacts/"
+        print(f"fuzz {target}: FAILED (exit {done.returncode}); the input is in {where}", file=sys.stderr)
+        print(f"  replay it: .venv/bin/python fuzz/main.py {target} {where}", file=sys.stderr)
         return False
     stats = dict(STATS.findall(log))
     coverage = COVERAGE.findall(log)
@@ -89,7 +99,7 @@ def merge(target: str) -> None:
         str(ROOT / "fuzz" / "main.py"),
         target,
         "-merge=1",
-        f"-max_len={TARGETS[target]}",
+        f"-max_len={max_len(target)}",
         str(ROOT / "fuzz" / "corpus" / target),
         str(ROOT / ".fuzz" / "corpus" / target),
     ]
