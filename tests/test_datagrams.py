@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -82,6 +83,18 @@ def test_bodies_are_utf8_without_escapes_and_rename_from() -> None:
     raw = dg.encode_body(dg.QuickDelivery(qid=1, sender="amélie", room="lobby", text="你好", ts=5))
     assert raw == '{"qid":1,"from":"amélie","room":"lobby","text":"你好","ts":5}'.encode()
     assert dg.decode_body(raw, dg.QuickDelivery).sender == "amélie"
+
+
+# Found by reading, confirmed by fuzz/fuzz_datagrams.py: msgspec raises RecursionError near 1,000 levels of nesting,
+# which a body under the 1,200-byte limit reaches; from a signed PING it went up through the router to the loop.
+DEEP_BODIES = [b'{"t":' + b"[" * 1100, b'{"unknown":' + b"[" * 1100, b"[" * dg.MAX_BODY]
+
+
+@pytest.mark.parametrize("raw", DEEP_BODIES, ids=["ping-t", "ignored-field", "top-level"])
+@pytest.mark.parametrize("body_type", [dg.QuickRequest, dg.AckBody, dg.PingBody, dg.PongBody, dg.TypingRequest])
+def test_a_body_nested_too_deep_is_a_decode_error_not_a_recursion_error(raw: bytes, body_type: type[dg.Body]) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        dg.decode_body(raw, body_type)
 
 
 def test_replay_window_accepts_each_seq_once_and_refuses_the_too_old() -> None:

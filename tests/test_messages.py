@@ -413,6 +413,16 @@ def test_header_without_type_is_bad_request() -> None:
     assert violation.ref == "r1"
 
 
+# Found by fuzz/fuzz_requests.py: the fast path for `say` took a header with a say's fields and no `type` for a say.
+@pytest.mark.parametrize(
+    "raw", [b'{"to":"o","text":"pk"}', b'{"room":"lobby","text":"hi","cid":"c1","ref":"r1"}', b'{"type":"","text":"x"}']
+)
+def test_a_header_with_the_fields_of_a_say_but_no_say_type_is_refused(raw: bytes) -> None:
+    violation = _refused(raw)
+    assert violation.code in (ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE)
+    assert violation.code == (ErrorCode.UNKNOWN_TYPE if b'"type"' in raw else ErrorCode.BAD_REQUEST)
+
+
 @pytest.mark.parametrize("kind", [b"1", b"null", b"true", b'["join"]', b'{"t":"join"}'])
 def test_non_string_type_is_bad_request(kind: bytes) -> None:
     violation = _refused(b'{"type":' + kind + b',"ref":3}')

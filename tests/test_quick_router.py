@@ -153,6 +153,15 @@ def test_a_bad_tag_is_dropped_before_the_session_rate_is_spent() -> None:
     assert net.router.stats["dropped_rate_session"] == 1 and not net.take(ALICE, dg.Kind.PONG)
 
 
+def test_a_signed_ping_nested_too_deep_is_dropped_as_a_bad_body() -> None:
+    net = Wire()
+    alice = net.session("alice", 1, ALICE)
+    peer = udp(alice)
+    deep = dg.encode_datagram(dg.Kind.PING, peer.sid, 2, b'{"t":' + b"[" * 1100, peer.key)
+    net.router.datagram_received(deep, ALICE, 0.0)  # raised RecursionError into the loop's datagram_received
+    assert net.router.stats["dropped_body"] == 1 and net.take(ALICE, dg.Kind.PONG) == []
+
+
 def test_only_a_hello_newer_than_every_seq_seen_binds() -> None:
     net = Wire()
     alice = net.session("alice", 1, ALICE)

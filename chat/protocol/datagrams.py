@@ -181,7 +181,10 @@ def decode_body(raw: bytes, body_type: type[BodyT]) -> BodyT:
     decoder = _decoders.get(body_type)
     if decoder is None:
         decoder = _decoders[body_type] = msgspec.json.Decoder(body_type)
-    body: BodyT = decoder.decode(raw)
+    try:
+        body: BodyT = decoder.decode(raw)
+    except RecursionError:  # msgspec gives up on nesting near 1,000 levels, which a 1,170-byte body can reach
+        raise msgspec.DecodeError("JSON body nests too deep") from None
     return body
 
 

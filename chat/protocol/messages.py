@@ -218,7 +218,12 @@ class _StrictSay(msgspec.Struct, tag_field="type", tag="say", kw_only=True, forb
     cid: ClientId | None = None
 
 
-_strict_say_decoder = msgspec.json.Decoder(_StrictSay)
+class _NotSay(msgspec.Struct, tag_field="type", tag="", kw_only=True):
+    """Never a request: in a union with `_StrictSay` it makes the `type` field required, which msgspec does not ask
+    of a lone tagged struct (fuzz/fuzz_requests.py found `{"to":"o","text":"pk"}` taken for a say)."""
+
+
+_strict_say_decoder = msgspec.json.Decoder(_StrictSay | _NotSay)
 
 
 def decode_request(raw: bytes) -> Request:
@@ -231,6 +236,8 @@ def decode_request(raw: bytes) -> Request:
     try:
         say = _strict_say_decoder.decode(raw)
     except (msgspec.DecodeError, RecursionError):
+        return _decode_request(raw)
+    if not isinstance(say, _StrictSay):
         return _decode_request(raw)
     return Say(ref=say.ref, room=say.room, to=say.to, text=say.text, cid=say.cid)
 
