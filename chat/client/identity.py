@@ -47,14 +47,19 @@ def load_identity(path: str | os.PathLike[str]) -> SavedIdentity | None:
 
 def save_identity(path: str | os.PathLike[str], identity: SavedIdentity) -> None:
     """Write `identity` to `path` atomically, mode 0600."""
-    target = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or None)
+    write_private_file(Path(path), _encoder.encode(identity))
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (a temporary file beside it, fsync, rename), readable by its owner only
+    (mkstemp makes it 0600): a crash leaves the old file or the new one, never half of one."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(_encoder.encode(identity))
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, target)
+        os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

@@ -131,8 +131,10 @@ class Room:
         skips, self._skips = self._skips, {}
         added, self._added_at = self._added_at, {}
         # The members whose share of the batch is not all of it: skipped by an event, or added during the turn
-        special = {session.peer: session for session in skips.values()}
-        special.update((session.peer, session) for session in added)
+        special: dict[Peer, Session] = {}
+        if skips or added:
+            special = {session.peer: session for session in skips.values()}
+            special.update((session.peer, session) for session in added)
         for codec, peers in self._by_codec.items():
             encoded = None
             for peer in peers:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
 import msgspec
 
+from chat.client.identity import write_private_file
 from chat.protocol.names import fold
 
 logger = logging.getLogger("chat.tui")
@@ -110,15 +110,4 @@ class StateStore:
         """Write the state atomically, readable by the user only."""
         path = self.path_for(host, port, nick)
         make_private_directory(path.parent)
-        data = msgspec.json.format(msgspec.json.encode(state), indent=2)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(descriptor, "wb") as file:  # mkstemp makes it 0600
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        write_private_file(path, msgspec.json.format(msgspec.json.encode(state), indent=2))
