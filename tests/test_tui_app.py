@@ -499,3 +499,21 @@ async def test_quick_messages_and_nudges_show_how_they_were_delivered(
     await alice.wait_for(lambda: refused.delivery is Delivery.FAILED, "the refusal")
     assert refused.reason is not None and refused.reason.startswith("no_such_nick")
     assert any("[nudge] nudge ✗ not delivered:" in row for row in alice.screen())
+
+
+async def test_a_private_message_from_someone_new_while_away_opens_a_conversation_marked_unread(
+    server: ChatServer, start_tui: TuiFactory, bob: Client, tmp_path: Path
+) -> None:
+    state = tmp_path / "erin-state"
+    erin = await start_tui(server, "erin", state=state)
+    assert await erin.quit() == 0
+    sent = await bob.say("hello", to="erin")  # nobody ever wrote to erin: no private conversation was open
+    again = await start_tui(server, "erin", state=state)
+    await again.wait_for(lambda: "hello" in again.texts("bob", Kind.PRIVATE), "the message sent while away")
+    private = again.conversation("bob", Kind.PRIVATE)
+    unread = private.first_unread_index()
+    assert unread is not None and private.lines[unread].text == "hello", "the unread marker is above it"
+    assert private.unread == 1
+    assert await again.quit() == 0
+    saved = StateStore(state).load("127.0.0.1", server.port, "erin")
+    assert saved.private == sent.id and saved.private_peers == ["bob"]

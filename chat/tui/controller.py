@@ -187,6 +187,10 @@ class Controller:
             self._saved = self.store.load(host, port, self.nick)
             self._login_nick = self.nick
             session = self._saved.session
+            # With a token, `since` is always sent: without it the library counts every private message already
+            # stored as seen (PROTOCOL.md 3), so one sent to us while we were away would never be shown. An
+            # identity that never showed a private message has seen none of them: 0.
+            since = (self._saved.private or 0) if session else None
             self.model.set_connection(LinkState.CONNECTING, f"connecting to {host}:{port}")
             self.ui.refresh()
             try:
@@ -196,7 +200,7 @@ class Controller:
                     nick=self.nick,
                     secret=self.settings.secret or None,
                     session=session,
-                    since=self._saved.private if session else None,
+                    since=since,
                     connect_timeout=self.settings.connect_timeout,
                 )
             except LoginRefused as exc:
@@ -217,6 +221,8 @@ class Controller:
                 self.ui.refresh()
                 await self._wait_for_retry(timeout=delay)
                 continue
+            # Before the first event is read: the login's private page opens conversations with this marker.
+            self.model.private_read_marker = since
             self.model.set_own_nick(client.nick)
             self.model.set_connection(LinkState.CONNECTED)
             self.ui.refresh()
@@ -265,7 +271,6 @@ class Controller:
         rooms: dict[str, str] = {}
         for name in (*self.settings.rooms, *(c.name for c in self._rooms()), *saved.open_rooms):
             rooms.setdefault(fold(name), name)
-        self.model.private_read_marker = saved.private
         for name in rooms.values():
             conversation = self.model.find(Kind.ROOM, name)
             since = saved.room_since(name)
@@ -275,7 +280,7 @@ class Controller:
         for peer in saved.private_peers:
             conversation = self.model.open_private(peer)
             if conversation.read_marker is None:
-                conversation.read_marker = saved.private
+                conversation.read_marker = saved.private or 0
             await self.load_older(conversation, CONTEXT_MESSAGES, quiet=True)
         self.spawn(self._watch_udp(client))
         unsent, saved.unsent = saved.unsent, []
@@ -542,11 +547,11 @@ class Controller:
             if conversation.highest is not None:
                 key = fold(conversation.name)
                 rooms[key] = max(rooms.get(key, 0), conversation.highest)
+        # Only what a conversation shows: the library's own highest id may count messages never drawn (a baseline,
+        # or events still queued), and this number is both the next login's `since` and the read marker.
         private = [saved.private or 0]
         private.extend(c.highest or 0 for c in self.model.conversations if c.kind is Kind.PRIVATE)
         client = self.client
-        if client is not None:
-            private.append(client.highest_id() or 0)
         unsent = []
         for conversation in self.model.conversations:
             for line in conversation.lines:
