@@ -18,6 +18,7 @@ from typing import Any
 
 import pexpect
 import pytest
+import wcwidth
 
 from chat.client import Client, Message, connect
 
@@ -152,3 +153,48 @@ async def test_a_private_message_sent_while_away_is_shown_under_an_unread_line_a
     assert len(sessions) == 1
     state = json.loads(sessions[0].read_text())
     assert state["private_peers"] == ["alice"]
+
+
+CSI = re.compile(rb"\x1b\[([0-9;?]*)([A-Za-z])")
+
+
+def drawn_width(written: bytes) -> int:
+    """The cells a terminal that draws grapheme clusters (a ZWJ family as one wide character) advances over
+    `written`: the text, plus the cells a cursor-forward sequence skips; style escapes take none."""
+    cells = 0
+    position = 0
+    for match in CSI.finditer(written):
+        cells += wcwidth.width(written[position : match.start()].decode())
+        if match.group(2) == b"C":
+            cells += int(match.group(1) or b"1")
+        position = match.end()
+    return cells + wcwidth.width(written[position:].decode())
+
+
+async def test_emoji_sequences_and_combining_marks_keep_the_sidebar_border_in_its_column(
+    chat_server_process: Any, tmp_path: Path
+) -> None:
+    server_process = await chat_server_process()
+    child = spawn_client(server_process.port, "alice", tmp_path)
+    try:
+        await asyncio.to_thread(wait_for_text, child, "connected")
+        async with connect("127.0.0.1", server_process.port, nick="bob") as bob:
+            await bob.join("lobby")
+            family, thumb, flag, acute = "👨\u200d👩\u200d👧\u200d👦", "👍🏽", "🇩🇪", "x\u0301"
+            await bob.say("PLAIN-ROW-abcdefghij", room="lobby")
+            await bob.say(f"EMOJI-ROW-{family}{thumb}{flag}{acute}{family}", room="lobby")
+            await asyncio.to_thread(wait_for_text, child, "EMOJI-ROW-")
+            border = "│".encode()
+            # from each marker to the sidebar's border, in one full redraw: the same number of cells
+            rows = re.compile(
+                rb"PLAIN-ROW-(?P<plain>(?:(?!" + border + rb").)*)" + border + rb".*?"
+                rb"EMOJI-ROW-(?P<emoji>(?:(?!" + border + rb").)*)" + border,
+                re.S,
+            )
+            await asyncio.to_thread(wait_for_screen, child, rows, "both rows up to the border")
+            match = child.match
+            plain, emoji = drawn_width(match.group("plain")), drawn_width(match.group("emoji"))
+            assert emoji == plain, f"the border moved by {plain - emoji} cells: {match.group('emoji')!r}"
+        await quit_client(child)
+    finally:
+        child.close(force=True)

@@ -59,6 +59,7 @@ from chat.tui.render import (
     nick_class,
     render_line,
     rule,
+    screen_row,
     visible,
 )
 from chat.tui.transfers import Direction, Transfer, summary
@@ -160,7 +161,7 @@ class MessagePane(UIControl):
             shown = [loading, *shown[1:]] if len(shown) >= height else [loading, *shown]
         screen: list[Row] = [[] for _ in range(height - len(shown))]
         screen.extend(shown)
-        return UIContent(get_line=lambda index: screen[index], line_count=len(screen), show_cursor=False)
+        return UIContent(get_line=lambda index: screen_row(screen[index]), line_count=len(screen), show_cursor=False)
 
     def _rows_upwards(self, conversation: Conversation, width: int, needed: int) -> tuple[list[Row], bool]:
         """Rows from the bottom up until `needed` are there; True when every line of the conversation is in."""
@@ -215,6 +216,22 @@ class MessagePane(UIControl):
             self.scroll_up(MOUSE_WHEEL_ROWS)
         elif mouse_event.event_type is MouseEventType.SCROLL_DOWN:
             self.scroll_down(MOUSE_WHEEL_ROWS)
+
+
+class ClusterTextControl(FormattedTextControl):
+    """A FormattedTextControl whose rows reach the screen cluster by cluster (`chat.tui.render.ClusterText`), so an
+    emoji sequence in a room name or a status takes the cells the terminal gives it."""
+
+    def create_content(self, width: int, height: int | None) -> UIContent:
+        content = super().create_content(width, height)
+        get_line = content.get_line
+        return UIContent(
+            get_line=lambda index: screen_row(get_line(index)),
+            line_count=content.line_count,
+            cursor_position=content.cursor_position,
+            menu_position=content.menu_position,
+            show_cursor=content.show_cursor,
+        )
 
 
 def create_message_window(pane: MessagePane) -> Window:
@@ -283,11 +300,11 @@ def member_list(model: ChatModel) -> StyleAndTextTuples:
 
 def create_sidebar(model: ChatModel, show: Callable[[Conversation], None]) -> HSplit:
     conversations = Window(
-        FormattedTextControl(lambda: conversation_list(model, show)),
+        ClusterTextControl(lambda: conversation_list(model, show)),
         dont_extend_height=True,
         height=Dimension(max=16),
     )
-    members = Window(FormattedTextControl(lambda: member_list(model)))
+    members = Window(ClusterTextControl(lambda: member_list(model)))
     return HSplit(
         [conversations, Window(height=1, char="─", style="class:sidebar.line"), members],
         width=SIDEBAR_WIDTH - 1,
@@ -339,7 +356,7 @@ def status_fragments(model: ChatModel, now: float) -> StyleAndTextTuples:
 
 
 def create_status_bar(model: ChatModel, clock: Callable[[], float]) -> Window:
-    return Window(FormattedTextControl(lambda: status_fragments(model, clock())), height=1, style="class:status")
+    return Window(ClusterTextControl(lambda: status_fragments(model, clock())), height=1, style="class:status")
 
 
 # --- transfers -------------------------------------------------------------------------------------------------
@@ -415,7 +432,7 @@ def create_transfer_area(model: ChatModel, monotonic: Callable[[], float], colum
         return fragments
 
     window = Window(
-        FormattedTextControl(text),
+        ClusterTextControl(text),
         height=lambda: Dimension.exact(min(len(model.transfers), MAX_TRANSFER_ROWS)),
         style="class:transfer",
     )

@@ -8,19 +8,32 @@ title, reach the clipboard (OSC 52), ring the bell or reorder what is shown; the
 for a mention. The server already refuses control characters other than newline and tab in texts
 (PROTOCOL.md 8); this is the client's own line of defence, and it also covers names and error messages.
 
-Width: a column is a terminal cell. Wide characters (CJK, most emoji) take two, combining marks none
-(`prompt_toolkit.utils.get_cwidth`, wcwidth underneath). Every row `render_line` makes fits its width exactly or
-less, so the nick column and the text column line up whatever script a nick or text is written in.
+Width: a column is a terminal cell, and text is measured and cut by extended grapheme clusters (UAX #29), with
+wcwidth (`iter_graphemes`, `width`): a ZWJ family, a flag, a skin-toned thumb or `e` + U+0301 is one cluster of one
+width, never cut in the middle, so the nick column, the text column and the sidebar line up whatever script or emoji
+a text holds. prompt_toolkit would lay such a cluster out code point by code point (a family as four wide
+characters), so every row goes to the screen through `screen_text` (see `ClusterText`). Every row `render_line`
+makes fits its width exactly or less.
+
+Invisible characters are shown one way: `<U+XXXX>`, styled `class:control`. That covers every format character
+(zero width space, BOM, word joiner, soft hyphen, bidi controls, tags) and the default-ignorable letters that show
+as nothing (Hangul fillers, Khmer inherent vowels, Mongolian selectors), except where they do a visible job: a zero
+width joiner or non-joiner between two letters, marks or symbols outside ASCII (emoji ZWJ sequences, Indic and
+Persian scripts), and tag characters after a black flag (subdivision flags). A joiner anywhere else (`a` U+200D `b`,
+or alone) is shown like U+200B.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
+import wcwidth
+from prompt_toolkit import utils as prompt_toolkit_utils
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
 
@@ -38,10 +51,17 @@ FID_SHOWN = 8  # hex digits of a fid a file message shows: /get takes any unique
 FILE_ICON = "📎"
 _UNITS = ("KiB", "MiB", "GiB", "TiB")
 
-# Format characters that carry meaning in ordinary text and cannot reorder or hide anything: zero width joiner and
-# non-joiner (emoji sequences, Indic and Persian scripts). Every other Cf character is shown as <U+XXXX>.
-_KEPT_FORMAT = frozenset("\u200c\u200d")
+# Joiners that carry meaning between two letters, marks or symbols outside ASCII (emoji sequences, Indic and Persian
+# scripts); anywhere else they are shown like any other invisible character.
+_JOINERS = frozenset("\u200c\u200d")
+_JOINABLE_CATEGORIES = frozenset("LMS")  # first letter of the Unicode category of a joiner's neighbours
+_BLACK_FLAG = "\U0001f3f4"  # tag sequences after it are subdivision flags
+_TAGS = range(0xE0020, 0xE0080)
 _SHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+# Default-ignorable code points that are not format characters yet draw nothing (Unicode DerivedCoreProperties):
+# Hangul fillers (letters), Khmer inherent vowels, Mongolian free variation selectors and vowel separator.
+_IGNORABLE = frozenset("\u115f\u1160\u3164\uffa0\u17b4\u17b5\u180b\u180c\u180d\u180e\u180f")
+_NEEDS_CONTEXT = re.compile("[\u115f\u1160\u3164\uffa0\u17b4\u17b5\u180b-\u180f]")
 
 Row = StyleAndTextTuples
 LocalTime = Callable[[float], time.struct_time]
@@ -57,9 +77,24 @@ def _stand_in(char: str) -> str | None:
         return "^?"
     if 0x80 <= code < 0xA0:
         return f"\\x{code:02x}"  # C1: CSI (0x9b) and OSC (0x9d) on some terminals
-    if unicodedata.category(char) in _SHOWN_CATEGORIES and char not in _KEPT_FORMAT:
-        return f"<U+{code:04X}>"  # bidi overrides and isolates, zero width space, BOM, tags, separators
+    if unicodedata.category(char) in _SHOWN_CATEGORIES or char in _IGNORABLE:
+        return f"<U+{code:04X}>"  # bidi overrides and isolates, zero width space, BOM, tags, separators, fillers
     return None
+
+
+def _joinable(char: str) -> bool:
+    return not char.isascii() and unicodedata.category(char)[0] in _JOINABLE_CATEGORIES
+
+
+def _does_a_job(text: str, index: int) -> bool:
+    """Whether the invisible character at `index` takes part in what is drawn (see the module doc)."""
+    char = text[index]
+    if char in _JOINERS:
+        return 0 < index < len(text) - 1 and _joinable(text[index - 1]) and _joinable(text[index + 1])
+    if ord(char) in _TAGS:
+        before = text[:index].rstrip("".join(chr(code) for code in _TAGS))
+        return before.endswith(_BLACK_FLAG)
+    return False
 
 
 def safe_fragments(text: str, style: str = "", *, newlines: bool = False) -> StyleAndTextTuples:
@@ -67,12 +102,12 @@ def safe_fragments(text: str, style: str = "", *, newlines: bool = False) -> Sty
 
     Tabs become spaces; newlines are kept when `newlines` (a message body, wrapped later), else shown as `^J`.
     """
-    if text.isprintable():
+    if text.isprintable() and not _NEEDS_CONTEXT.search(text):
         return [(style, text)] if text else []
     fragments: StyleAndTextTuples = []
     plain: list[str] = []
     control_style = f"{style} class:control" if style else "class:control"
-    for char in text:
+    for index, char in enumerate(text):
         if char == "\t":
             plain.append(TAB)
             continue
@@ -80,7 +115,7 @@ def safe_fragments(text: str, style: str = "", *, newlines: bool = False) -> Sty
             plain.append(char)
             continue
         stand_in = _stand_in(char)
-        if stand_in is None:
+        if stand_in is None or _does_a_job(text, index):
             plain.append(char)
             continue
         if plain:
@@ -97,25 +132,42 @@ def visible(text: str, *, newlines: bool = False) -> str:
     return "".join(fragment[1] for fragment in safe_fragments(text, newlines=newlines))
 
 
+def graphemes(text: str) -> Iterator[str]:
+    """The extended grapheme clusters of `text` (UAX #29): what a terminal draws as one character."""
+    if text.isascii():
+        return iter(text)
+    return wcwidth.iter_graphemes(text)
+
+
+@lru_cache(maxsize=8192)
+def cluster_width(cluster: str) -> int:
+    """Cells one grapheme cluster takes: 2 for wide characters and emoji sequences, 0 for a lone mark."""
+    if len(cluster) == 1:
+        return max(0, get_cwidth(cluster))
+    return max(0, wcwidth.width(cluster))
+
+
 def cell_width(text: str) -> int:
-    """Screen cells `text` takes (already made visible)."""
-    return get_cwidth(text)
+    """Screen cells `text` takes (already made visible), cluster by cluster."""
+    if text.isascii():
+        return len(text)
+    return sum(cluster_width(cluster) for cluster in graphemes(text))
 
 
 def fit(text: str, width: int, *, right: bool = False) -> str:
-    """`text` cut (marked with `+`) or padded with spaces to exactly `width` cells."""
+    """`text` cut (marked with `+`) between grapheme clusters, or padded with spaces, to exactly `width` cells."""
     if width <= 0:
         return ""
     used = cell_width(text)
     if used > width:
         kept: list[str] = []
         used = 0
-        for char in text:
-            char_width = get_cwidth(char)
-            if used + char_width > width - 1:
+        for cluster in graphemes(text):
+            cells = cluster_width(cluster)
+            if used + cells > width - 1:
                 break
-            kept.append(char)
-            used += char_width
+            kept.append(cluster)
+            used += cells
         text = "".join(kept) + TRUNCATED
         used += 1
     padding = " " * (width - used)
@@ -123,8 +175,9 @@ def fit(text: str, width: int, *, right: bool = False) -> str:
 
 
 def wrap(fragments: StyleAndTextTuples, width: int) -> list[Row]:
-    """Styled text in rows of at most `width` cells: broken after the last space that fits, or anywhere in a word
-    longer than a row; `\\n` always breaks. A zero-width character stays with the one before it."""
+    """Styled text in rows of at most `width` cells: broken after the last space that fits, or between grapheme
+    clusters in a word longer than a row; `\\n` always breaks. A cluster is never cut, and a zero-width one (a
+    mark at the start of a fragment) stays with the one before it."""
     width = max(1, width)
     rows: list[Row] = []
     cells: list[tuple[str, str, int]] = []  # (style, text, cells) of the row being filled
@@ -138,12 +191,12 @@ def wrap(fragments: StyleAndTextTuples, width: int) -> list[Row]:
 
     for fragment in fragments:
         style, text = fragment[0], fragment[1]
-        for char in text:
+        for char in graphemes(text):
             if char == "\n":
                 finish(cells)
                 cells, used, last_space = [], 0, -1
                 continue
-            char_width = get_cwidth(char)
+            char_width = cluster_width(char)
             if char_width == 0 and cells:
                 last_style, last_text, last_width = cells[-1]
                 cells[-1] = (last_style, last_text + char, last_width)
@@ -170,6 +223,43 @@ def wrap(fragments: StyleAndTextTuples, width: int) -> list[Row]:
     return rows
 
 
+class ClusterText(str):
+    """A string that yields grapheme clusters, not code points, when iterated.
+
+    prompt_toolkit's `Window` copies a fragment to the screen `for c in text`, one cell per `c`, as wide as
+    `get_cwidth(c)`; a ZWJ family would take four wide cells there while the terminal draws one, and every cell
+    after it on the row would be drawn in the wrong place. Iterated by cluster, each cluster is one screen cell of
+    its real width (`screen_text` tells prompt_toolkit's width cache that width, as it would otherwise add up the
+    code points').
+    """
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[str]:
+        return graphemes(str(self))
+
+
+def screen_text(text: str) -> str:
+    """`text` as prompt_toolkit must get it to lay it out cluster by cluster: a `ClusterText` when it holds a
+    cluster of more than one code point, else `text` itself."""
+    if text.isascii():
+        return text
+    clustered = False
+    for cluster in graphemes(text):
+        if len(cluster) > 1:
+            # prompt_toolkit.utils.get_cwidth sums the code points of a longer string; a cluster has one width.
+            prompt_toolkit_utils._CHAR_SIZES_CACHE[cluster] = cluster_width(cluster)
+            clustered = True
+    return ClusterText(text) if clustered else text
+
+
+def screen_row(row: StyleAndTextTuples) -> StyleAndTextTuples:
+    """A row ready for prompt_toolkit's screen: each fragment's text through `screen_text`."""
+    if all(fragment[1].isascii() for fragment in row):
+        return row
+    return [(fragment[0], screen_text(fragment[1]), *fragment[2:]) for fragment in row]
+
+
 def _merge(cells: list[tuple[str, str, int]]) -> Row:
     row: Row = []
     for style, text, _ in cells:
@@ -181,7 +271,7 @@ def _merge(cells: list[tuple[str, str, int]]) -> Row:
 
 
 def row_width(row: Row) -> int:
-    return sum(get_cwidth(fragment[1]) for fragment in row)
+    return sum(cell_width(fragment[1]) for fragment in row)
 
 
 def nick_class(nick: str) -> str:
