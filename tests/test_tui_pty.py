@@ -198,3 +198,26 @@ async def test_emoji_sequences_and_combining_marks_keep_the_sidebar_border_in_it
         await quit_client(child)
     finally:
         child.close(force=True)
+
+
+async def test_a_narrow_terminal_shows_activity_in_the_status_bar_and_keeps_words_whole(
+    chat_server_process: Any, tmp_path: Path
+) -> None:
+    server_process = await chat_server_process()
+    child = spawn_client(server_process.port, "alice", tmp_path, rows=15, columns=60)
+    try:
+        await asyncio.to_thread(wait_for_text, child, "connected")
+        async with connect("127.0.0.1", server_process.port, nick="bob") as bob:
+            await bob.join("lobby")
+            await bob.say("psst", to="alice")  # no sidebar at 60 columns: the status bar says so
+            await asyncio.to_thread(wait_for_text, child, "2:bob!")
+            child.send("\x1b2")  # Alt-2: read it; then a mention in lobby, now in the background
+            await bob.say("alice: look here", room="lobby")
+            await asyncio.to_thread(wait_for_text, child, "1:lobby!")
+            child.send("\x1b1")
+            child.setwinsize(15, 26)  # below 40 columns: a short prefix, the text keeps most of each row
+            await bob.say("ABCDEFGHIJKLMNOP", room="lobby")
+            await asyncio.to_thread(wait_for_text, child, "ABCDEFGHIJKLMNOP")
+        await quit_client(child)
+    finally:
+        child.close(force=True)

@@ -202,7 +202,7 @@ def test_fit_cuts_between_clusters_never_inside_one() -> None:
 
 def test_emoji_sequences_and_combining_marks_wrap_whole_and_keep_the_text_column() -> None:
     text = "".join([FAMILY, THUMB, "a", FLAG, ACUTE_X] * 12)  # one long word: broken between clusters
-    width = PREFIX_WIDTH + 15
+    width = PREFIX_WIDTH + 25
     rows = render_line(Line(LineKind.MESSAGE, text, TS, sender="bob"), width, "alice", local=time.gmtime)
     assert len(rows) > 1
     clusters = {FAMILY, THUMB, FLAG, ACUTE_X, "a"}
@@ -235,3 +235,18 @@ def test_prompt_toolkit_lays_a_cluster_out_as_one_cell_of_its_width() -> None:
         (0, FAMILY), (2, "|"), (3, THUMB), (5, "|"), (6, FLAG), (8, "|"), (9, ACUTE_X), (10, "|"),
         (11, "e"), (12, "n"), (13, "d"),
     ]  # fmt: skip
+
+
+def test_a_narrow_pane_drops_the_time_and_shrinks_the_nick_column_instead_of_a_sliver_of_text() -> None:
+    line = Line(LineKind.MESSAGE, "the quick brown fox jumps over the lazy dog", TS, sender="bartholomew")
+    for width in (38, 30, 24, 16, 12):
+        rows = render_line(line, width, "alice", local=time.gmtime)
+        assert all(row_width(row) <= width for row in rows), width
+        texts = [text_of(row) for row in rows]
+        column = texts[0].index(" │ ") + 3
+        assert all(text.index(" │ ") + 3 == column for text in texts), f"the text column moves at {width}"
+        assert width - column >= width // 2, f"the text gets less than half of {width} cells"
+        assert " ".join(text[column:] for text in texts) == line.text, "nothing is cut"
+    assert text_of(render_line(line, 30, "alice", local=time.gmtime)[0]).startswith("barth+ │ the quick")
+    wide = render_line(line, 80, "alice", local=time.gmtime)
+    assert text_of(wide[0])[TIME_WIDTH:].startswith(" bartholom+ │ the quick")

@@ -71,6 +71,7 @@ ROW_CACHE_SIZE = 20_000
 MAX_TRANSFER_ROWS = 3  # more transfers than this: the newest ones, then one summary row for the rest
 BAR_WIDTH = 20
 BAR_MIN_COLUMNS = 64  # narrower terminals get no progress bar, only the figures
+ACTIVITY_NAME_WIDTH = 10  # cells of a conversation's name in the status bar's activity list
 
 STYLE: dict[str, str] = {
     "time": "ansibrightblack",
@@ -107,6 +108,9 @@ STYLE: dict[str, str] = {
     "status.trouble": "reverse ansiyellow",
     "status.down": "reverse ansired",
     "status.question": "reverse ansiyellow bold",
+    "status.activity": "reverse",
+    "status.unread": "reverse bold",
+    "status.mention": "reverse bold ansired",
     "prompt": "bold",
     "file-name": "bold",
     "file-size": "ansibrightblack",
@@ -333,8 +337,24 @@ def connection_text(model: ChatModel, now: float) -> tuple[str, str]:
     return f"closed: {visible(status.reason or '')}", "class:status.down"
 
 
-def status_fragments(model: ChatModel, now: float) -> StyleAndTextTuples:
-    """Server, nick, conversation, connection state and the UDP channel; or the question the input waits on."""
+def activity_fragments(model: ChatModel) -> StyleAndTextTuples:
+    """`act 2:bob! 3:dev`: the conversations with unread messages by number, `!` (and red) where we are mentioned
+    or written to privately; empty when there is nothing unread."""
+    active = model.activity()
+    if not active:
+        return []
+    fragments: StyleAndTextTuples = [("class:status.activity", "act")]
+    for number, conversation in active:
+        mark = "!" if conversation.mentioned else ""
+        style = "class:status.mention" if conversation.mentioned else "class:status.unread"
+        fragments.append(("", " "))
+        fragments.append((style, f"{number}:{fit(visible(conversation.name), ACTIVITY_NAME_WIDTH).rstrip()}{mark}"))
+    return fragments
+
+
+def status_fragments(model: ChatModel, now: float, *, narrow: bool = False) -> StyleAndTextTuples:
+    """Server, nick, conversation, activity, connection state and the UDP channel; or the question the input waits
+    on. `narrow` (no sidebar): the activity comes first and the server is left out, so it is seen at 60 columns."""
     if model.confirm is not None:
         return [("class:status.question", f" {model.confirm} ")]
     conversation = model.current
@@ -345,18 +365,28 @@ def status_fragments(model: ChatModel, now: float) -> StyleAndTextTuples:
         where = f"private: {where}"
     nick = visible(model.nick) + (" (away)" if model.away else "")
     text, style = connection_text(model, now)
-    fragments: StyleAndTextTuples = [
-        ("", f" {visible(model.server)} │ {nick} │ {where} │ "),
-        (style, text),
-    ]
+    activity = activity_fragments(model)
+    fragments: StyleAndTextTuples = []
+    if narrow:
+        if activity:
+            fragments += [("", " "), *activity, ("", " │")]
+        fragments += [("", f" {nick} │ {where} │ "), (style, text)]
+    else:
+        fragments += [("", f" {visible(model.server)} │ {nick} │ {where} │ ")]
+        if activity:
+            fragments += [*activity, ("", " │ ")]
+        fragments.append((style, text))
     if model.udp_status is not None:
         fragments.append(("", f" │ {visible(model.udp_status)}"))
     fragments.append(("", " │ Ctrl-C: cancel transfer" if model.transfers else " │ /help"))
     return fragments
 
 
-def create_status_bar(model: ChatModel, clock: Callable[[], float]) -> Window:
-    return Window(ClusterTextControl(lambda: status_fragments(model, clock())), height=1, style="class:status")
+def create_status_bar(model: ChatModel, clock: Callable[[], float], columns: Callable[[], int]) -> Window:
+    def text() -> StyleAndTextTuples:
+        return status_fragments(model, clock(), narrow=columns() < SIDEBAR_MIN_COLUMNS)
+
+    return Window(ClusterTextControl(text), height=1, style="class:status")
 
 
 # --- transfers -------------------------------------------------------------------------------------------------
@@ -482,7 +512,12 @@ def create_layout(
     )
     root = FloatContainer(
         HSplit(
-            [body, create_transfer_area(model, time.monotonic, columns), create_status_bar(model, clock), input_window]
+            [
+                body,
+                create_transfer_area(model, time.monotonic, columns),
+                create_status_bar(model, clock, columns),
+                input_window,
+            ]
         ),
         floats=[Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8, scroll_offset=1))],
     )

@@ -339,6 +339,16 @@ class ChatModel:
         conversation.changed()
         self._changed()
 
+    def activity(self) -> list[tuple[int, Conversation]]:
+        """The conversations with unread messages, with their numbers, in number order (irssi's `[Act: 2,5]`)."""
+        return [(number, c) for number, c in enumerate(self.conversations, 1) if c.unread and c is not self._current]
+
+    def next_active(self) -> Conversation | None:
+        """Where the next-activity key goes: the first conversation that mentions us or is private and unread,
+        else the first with unread messages, else None (weechat's hotlist order: highlights before messages)."""
+        active = [conversation for _, conversation in self.activity()]
+        return next((c for c in active if c.mentioned), None) or next(iter(active), None)
+
     # --- messages ------------------------------------------------------------------------------------------------
 
     def conversation_for(self, message: Message) -> Conversation | None:

@@ -44,6 +44,8 @@ NICK_WIDTH = 10
 SEPARATOR = " │ "
 PREFIX_WIDTH = TIME_WIDTH + 1 + NICK_WIDTH + len(SEPARATOR)
 MIN_TEXT_WIDTH = 8
+NARROW_WIDTH = PREFIX_WIDTH + 20  # narrower panes drop the time and give the nick column a quarter of the row
+MIN_NICK_WIDTH = 3  # "-->" fits
 TAB = "    "
 TRUNCATED = "+"  # marks a nick cut to fit its column (ASCII: an ellipsis is ambiguous-width in CJK terminals)
 NICK_COLOURS = 12  # style classes nick.0 .. nick.11
@@ -299,22 +301,38 @@ _BODY_STYLE = {
 }
 
 
+def prefix_widths(width: int) -> tuple[int, int]:
+    """(time, nick) cells of the prefix at a pane `width`: the full prefix from `NARROW_WIDTH` on; below it no time
+    and a nick column of a quarter of the row, so a narrow terminal still gives the text most of each row instead
+    of a few cells."""
+    if width >= NARROW_WIDTH:
+        return TIME_WIDTH, NICK_WIDTH
+    return 0, max(MIN_NICK_WIDTH, min(NICK_WIDTH, (width - len(SEPARATOR)) // 4))
+
+
 def render_line(line: Line, width: int, nick: str, *, local: LocalTime = time.localtime) -> list[Row]:
     """The rows of one line: time, nick column, separator, then the text wrapped under its own column.
 
-    `nick` is the own nick, whose mentions are highlighted. Every row is at most `width` cells (at least the prefix
-    and `MIN_TEXT_WIDTH` cells of text: narrower panes cut the rows).
+    `nick` is the own nick, whose mentions are highlighted. Every row is at most `width` cells (narrow panes get a
+    shorter prefix, `prefix_widths`; below a dozen cells the rows are cut).
     """
-    clock = time.strftime("%H:%M", local(line.ts))
+    time_width, nick_width = prefix_widths(width)
     time_style = "class:time class:pending" if line.delivery is Delivery.PENDING else "class:time"
-    prefix: Row = [(time_style, clock), ("", " "), *_nick_column(line), ("class:separator", SEPARATOR)]
-    text_width = max(MIN_TEXT_WIDTH, width - PREFIX_WIDTH)
+    prefix: Row = []
+    if time_width:
+        prefix = [(time_style, time.strftime("%H:%M", local(line.ts))), ("", " ")]
+    prefix += [*_nick_column(line, nick_width), ("class:separator", SEPARATOR)]
+    indent_width = (time_width + 1 if time_width else 0) + nick_width
+    if width >= NARROW_WIDTH:
+        text_width = max(MIN_TEXT_WIDTH, width - PREFIX_WIDTH)
+    else:
+        text_width = max(1, width - indent_width - len(SEPARATOR))
     rows = wrap(_body(line, nick), text_width)
-    indent: Row = [("", " " * (TIME_WIDTH + 1 + NICK_WIDTH)), ("class:separator", SEPARATOR)]
+    indent: Row = [("", " " * indent_width), ("class:separator", SEPARATOR)]
     return [[*(prefix if index == 0 else indent), *row] for index, row in enumerate(rows)]
 
 
-def _nick_column(line: Line) -> Row:
+def _nick_column(line: Line, width: int = NICK_WIDTH) -> Row:
     if line.kind in (LineKind.MESSAGE, LineKind.QUICK, LineKind.FILE):
         if line.own:
             style = "class:own-nick"
@@ -325,9 +343,9 @@ def _nick_column(line: Line) -> Row:
         sender = visible(line.sender)
         if line.kind is LineKind.QUICK:
             sender = "»" + sender
-        return [(style, fit(sender, NICK_WIDTH, right=True))]
+        return [(style, fit(sender, width, right=True))]
     marker, style = _NICK_COLUMN[line.kind]
-    return [(style, fit(marker, NICK_WIDTH, right=True))]
+    return [(style, fit(marker, width, right=True))]
 
 
 def _body(line: Line, nick: str) -> StyleAndTextTuples:
