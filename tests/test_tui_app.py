@@ -517,3 +517,65 @@ async def test_a_private_message_from_someone_new_while_away_opens_a_conversatio
     assert await again.quit() == 0
     saved = StateStore(state).load("127.0.0.1", server.port, "erin")
     assert saved.private == sent.id and saved.private_peers == ["bob"]
+
+
+async def test_irc_room_names_with_a_hash_are_taken_as_the_room(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    alice.type("/join #ops" + ENTER)
+    await alice.wait_for(lambda: alice.model.current.name == "ops" and alice.model.current.joined, "joining ops")
+    assert sorted((await bob.join("ops")).members) == ["alice", "bob"]
+    alice.type("/who #lobby" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("lobby: 2 member(s)") for t in alice.texts("ops")), "who #lobby")
+    alice.type("/part #ops" + ENTER)
+    await alice.wait_for(lambda: alice.model.find(Kind.ROOM, "ops") is None, "parting ops")
+
+
+async def test_a_line_over_the_text_limit_is_sent_as_several_messages_cut_at_blanks(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    words = [f"word{n:04d}" for n in range(460)]  # 9 characters each: 4,139 with the blanks
+    alice.type(" ".join(words) + ENTER)
+    first, second = await next_message(bob), await next_message(bob)
+    assert len(first.text) <= 4000 and len(second.text) <= 4000
+    assert first.text.split(" ") + second.text.split(" ") == words, "cut between words, nothing lost"
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: [line.delivery for line in lobby.lines[-2:]] == [Delivery.ACKED] * 2, "both acked")
+    assert any("sent as 2 messages" in t for t in alice.texts())
+
+
+async def test_end_and_ctrl_end_jump_to_the_newest_line(server: ChatServer, start_tui: TuiFactory, bob: Client) -> None:
+    for n in range(60):
+        await bob.say(f"line {n}", room="lobby")
+    alice = await start_tui(server)
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: "line 59" in alice.texts() and not alice.app.pane.at_top, "the replay drawn")
+    alice.type(PAGE_UP + PAGE_UP)
+    await alice.wait_for(lambda: lobby.scroll > 0, "scrolled up")
+    alice.type("\x1b[1;5F")  # Ctrl-End
+    await alice.wait_for(lambda: lobby.scroll == 0, "Ctrl-End: the newest line")
+    alice.type(PAGE_UP)
+    await alice.wait_for(lambda: lobby.scroll > 0, "scrolled up again")
+    alice.type("draft" + "\x1b[H")  # Home: the cursor leaves the end of the line
+    alice.type("\x1b[F")  # End: the end of the input line first
+    await alice.wait_for(lambda: alice.app.buffer.cursor_position == 5, "End in the input line")
+    assert lobby.scroll > 0
+    alice.type("\x1b[F")  # End again, at the end already: the newest line
+    await alice.wait_for(lambda: lobby.scroll == 0, "End: the newest line")
+
+
+async def test_a_command_typed_while_scrolled_up_answers_in_view(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    for n in range(60):
+        await bob.say(f"line {n}", room="lobby")
+    alice = await start_tui(server)
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: "line 59" in alice.texts() and not alice.app.pane.at_top, "the replay drawn")
+    alice.type(PAGE_UP)
+    await alice.wait_for(lambda: lobby.scroll > 0, "scrolled up")
+    alice.type("/frobnicate" + ENTER)
+    await alice.wait_for(lambda: any("unknown command /frobnicate" in row for row in alice.screen()), "the answer")
+    assert lobby.scroll == 0

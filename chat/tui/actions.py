@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from chat.client import ServerError
 from chat.protocol.messages import FileInfo
 from chat.protocol.names import fold, name_problem, nfc
-from chat.tui.commands import Command, usage
+from chat.tui.commands import Command, room_name, usage
 from chat.tui.model import ACTION_PREFIX, Conversation, Kind, LineKind
 from chat.tui.paths import default_download_dir, expand, sendable
 from chat.tui.render import short_fid
@@ -30,7 +30,8 @@ FULL_FID = re.compile(r"[0-9a-f]{32}")  # PROTOCOL.md 5.1: a fid is 32 hex digit
 MAX_AMBIGUOUS_SHOWN = 5
 HELP_KEYS = (
     "Enter send · Alt-Enter or Ctrl-J new line · Tab complete · Up/Down input history",
-    "PageUp/PageDown or the mouse wheel scroll · Ctrl-N/Ctrl-P or Alt-1..9 switch conversation",
+    "PageUp/PageDown or the mouse wheel scroll, Ctrl-End (or End on an empty line) to the newest line",
+    "Ctrl-N/Ctrl-P or Alt-1..9 switch conversation",
     "Ctrl-C clears the input line; on an empty line it cancels the newest /send or /get",
     "Ctrl-D on an empty line or /quit leave · a line starting with // sends a text starting with /",
 )
@@ -70,7 +71,8 @@ class CommandActions:
     # --- the commands --------------------------------------------------------------------------------------------
 
     def _join(self, conversation: Conversation, command: Command) -> None:
-        room, _ = command.split()
+        typed, _ = command.split()
+        room = room_name(typed)
         if self._name_problem(room, "room name", "join"):
             return
         existing = self.model.find(Kind.ROOM, room)
@@ -86,7 +88,8 @@ class CommandActions:
         controller.spawn(join())
 
     def _part(self, conversation: Conversation, command: Command) -> None:
-        name, _ = command.split()
+        typed, _ = command.split()
+        name = room_name(typed)
         target = self.model.find(Kind.ROOM, name) if name else conversation
         if target is None:
             self.model.notice(f"you are not in {name}", kind=LineKind.ERROR)
@@ -180,7 +183,8 @@ class CommandActions:
         controller.spawn(away())
 
     def _who(self, conversation: Conversation, command: Command) -> None:
-        room, _ = command.split()
+        typed, _ = command.split()
+        room = room_name(typed)
         if not room:
             if conversation.kind is not Kind.ROOM:
                 self._usage("who")

@@ -38,7 +38,7 @@ class CommandSpec:
 
 
 COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec("join", "ROOM", "join a room (it is created if new) and show it", ("room",)),
+    CommandSpec("join", "ROOM", "join a room (it is created if new) and show it; #ROOM too", ("room",)),
     CommandSpec("part", "[ROOM]", "leave the room shown, or ROOM; closes a private conversation", ("room",)),
     CommandSpec("list", "", "the rooms on the server and how many are in each"),
     CommandSpec("msg", "NICK [TEXT]", "open a private conversation with NICK and send TEXT", ("nick",), ("query",)),
@@ -130,6 +130,11 @@ def parse(line: str, table: CommandTable) -> Command | Text | UnknownCommand:
     if spec is None:
         return UnknownCommand(match[1])
     return Command(spec.name, match[2])
+
+
+def room_name(typed: str) -> str:
+    """A room as typed, IRC's way too: `#ops` is the room `ops` (the `#` is not part of a room name here)."""
+    return typed[1:] if typed.startswith("#") and len(typed) > 1 else typed
 
 
 def split_word(text: str) -> tuple[str, str]:

@@ -42,11 +42,20 @@ from chat.client import (
 from chat.client.resume import Backoff
 from chat.protocol.errors import ErrorCode
 from chat.protocol.messages import QuickMessage
-from chat.protocol.names import fold
+from chat.protocol.names import DEFAULT_MAX_TEXT_CHARS, fold
 from chat.tui.actions import HISTORY_PAGE, CommandActions
 from chat.tui.commands import CommandTable, Text, UnknownCommand, parse
 from chat.tui.files import FileTransfers
-from chat.tui.model import ACTION_PREFIX, ChatModel, Conversation, Delivery, Kind, LineKind, LinkState
+from chat.tui.model import (
+    ACTION_PREFIX,
+    ChatModel,
+    Conversation,
+    Delivery,
+    Kind,
+    LineKind,
+    LinkState,
+    split_long,
+)
 from chat.tui.state import SessionState, StateStore, UnsentSay
 
 logger = logging.getLogger("chat.tui")
@@ -92,6 +101,9 @@ class Settings:
     connect_timeout: float = 10.0
     backoff_initial: float = 0.5
     backoff_max: float = 10.0
+    # PROTOCOL.md 8: the server's default text limit; the welcome does not say the server's own, so longer lines
+    # are split at this one
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
 
 
 class Controller:
@@ -434,6 +446,8 @@ class Controller:
         """An input line: a text for the conversation shown, or a command."""
         conversation = self.model.current
         conversation.history.add(line)
+        # What the user types answers at the bottom (a message, a notice, an error): show the bottom.
+        conversation.scroll = 0
         parsed = parse(line, self.table)
         if isinstance(parsed, Text):
             self.send(conversation, parsed.text)
@@ -441,14 +455,26 @@ class Controller:
             self.model.notice(f"unknown command /{parsed.name}; /help lists the commands", kind=LineKind.ERROR)
         else:
             self.actions.run(conversation, parsed)
+        self.model.current.scroll = 0
         self.ui.refresh()
 
     def send(self, conversation: Conversation, text: str) -> None:
-        """Show `text` at once as pending in `conversation` and say it; the line is marked when acknowledged."""
+        """Show `text` at once as pending in `conversation` and say it; the line is marked when acknowledged.
+        A text over the server's limit goes as several messages, cut at blanks (`split_long`)."""
         if conversation.kind is Kind.STATUS:
             self.model.notice("this is not a room: /join a room or /msg someone first", kind=LineKind.ERROR)
             return
-        self.say(conversation, text)
+        action = text.startswith(ACTION_PREFIX)
+        body = text[len(ACTION_PREFIX) :] if action else text
+        prefix = ACTION_PREFIX if action else ""
+        pieces = split_long(body, self.settings.max_text_chars - len(prefix))
+        if len(pieces) > 1:
+            self.model.notice(
+                f"a long line: sent as {len(pieces)} messages of at most {self.settings.max_text_chars} characters",
+                conversation,
+            )
+        for piece in pieces:
+            self.say(conversation, prefix + piece)
 
     def say(self, conversation: Conversation, text: str, *, cid: str | None = None) -> None:
         """Say `text` in a room or private conversation, shown at once as pending (see `send`)."""

@@ -33,8 +33,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import wcwidth
+
 from chat.protocol.messages import FileInfo, Message, QuickMessage
-from chat.protocol.names import fold
+from chat.protocol.names import fold, nfc
 from chat.tui.transfers import Transfer
 
 ACTION_PREFIX = "/me "  # a message whose text starts with this is shown as an action: `* alice waves`
@@ -709,6 +711,32 @@ class ChatModel:
         for key, name in self.known_rooms.items():
             names.setdefault(key, name)
         return list(names.values())
+
+
+def split_long(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` characters (NFC, as the server counts them), cut after the last blank
+    that fits (the blank dropped), or between grapheme clusters in a word longer than `limit` (IRC clients split a
+    long line rather than refuse it)."""
+    text = nfc(text)
+    pieces: list[str] = []
+    while len(text) > limit:
+        head = text[: limit + 1]
+        cut = max(head.rfind(" "), head.rfind("\n"), head.rfind("\t"))
+        if cut > 0:
+            pieces.append(text[:cut].rstrip())
+            text = text[cut + 1 :].lstrip(" \t")
+            continue
+        used = 0
+        for cluster in wcwidth.iter_graphemes(text):
+            if used + len(cluster) > limit:
+                break
+            used += len(cluster)
+        used = used or limit  # a single cluster longer than the limit: cut it anyway
+        pieces.append(text[:used])
+        text = text[used:]
+    if text or not pieces:
+        pieces.append(text)
+    return [piece for piece in pieces if piece]
 
 
 def _kind_of(text: str) -> tuple[LineKind, str]:
