@@ -494,11 +494,19 @@ async def test_quick_messages_and_nudges_show_how_they_were_delivered(
     assert private.lines[-1].nudge and alice.output.bells == 1
 
     alice.type("/nudge nobody" + ENTER)
-    await alice.wait_for(lambda: alice.model.current.name == "nobody", "the conversation with nobody")
-    refused = alice.model.current.lines[-1]
-    await alice.wait_for(lambda: refused.delivery is Delivery.FAILED, "the refusal")
-    assert refused.reason is not None and refused.reason.startswith("no_such_nick")
-    assert any("[nudge] nudge ✗ not delivered:" in row for row in alice.screen())
+    await alice.wait_for(lambda: any("nudge to nobody not sent" in row for row in alice.screen()), "the refusal")
+    assert alice.model.current.name == "lobby" and alice.model.find(Kind.PRIVATE, "nobody") is None
+    assert "nudge to nobody not sent: no_such_nick: nobody has that nick" in alice.texts()
+
+    bob_is_gone = alice.conversation("bob", Kind.PRIVATE)
+    await bob.quit()
+    alice.type("/quick bob still there?" + ENTER)
+    await alice.wait_for(lambda: bob_is_gone.lines[-1].text == "still there?", "the quick message")
+    refused = bob_is_gone.lines[-1]
+    await alice.wait_for(lambda: refused.delivery is Delivery.FAILED, "the refusal of an offline nick")
+    assert refused.reason is not None and refused.reason.startswith("nick_offline")
+    assert refused.reason.count("nick_offline") == 1, refused.reason
+    assert any("[quick] still there? ✗ not delivered:" in row for row in alice.screen())
 
 
 async def test_a_private_message_from_someone_new_while_away_opens_a_conversation_marked_unread(
@@ -579,3 +587,37 @@ async def test_a_command_typed_while_scrolled_up_answers_in_view(
     alice.type("/frobnicate" + ENTER)
     await alice.wait_for(lambda: any("unknown command /frobnicate" in row for row in alice.screen()), "the answer")
     assert lobby.scroll == 0
+
+
+async def test_a_private_conversation_follows_its_peers_nick_and_finds_them_back_under_the_old_one(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    await bob.say("hi", to="alice")
+    await alice.wait_for(lambda: alice.texts("bob", Kind.PRIVATE) == ["hi"], "bob's message")
+    await bob.change_nick("robert")
+    await alice.wait_for(lambda: alice.model.find(Kind.PRIVATE, "robert") is not None, "the conversation renamed")
+    assert alice.model.find(Kind.PRIVATE, "bob") is None
+    assert "bob is now known as robert" in alice.texts("robert", Kind.PRIVATE)
+    alice.type("\x1b2" + "still there?" + ENTER)  # Alt-2: the private conversation, now with robert
+    received = await next_message(bob, "still there?")
+    assert received.to == "robert"
+    await bob.quit()
+    async with connect("127.0.0.1", server.port, nick="bob") as back:  # back under the older nick
+        await back.say("it's me again", to="alice")
+        await alice.wait_for(lambda: "it's me again" in alice.texts("bob", Kind.PRIVATE), "the same conversation")
+    assert [c.name for c in alice.model.conversations if c.kind is Kind.PRIVATE] == ["bob"]
+
+
+async def test_messages_to_a_nick_nobody_has_leave_no_conversation_and_say_why_once(
+    server: ChatServer, start_tui: TuiFactory
+) -> None:
+    alice = await start_tui(server)
+    alice.type("/msg nosuchnick hi" + ENTER)
+    await alice.wait_for(lambda: any("to nosuchnick not sent" in t for t in alice.texts()), "the refusal in lobby")
+    alice.type("/quick nobody hi" + ENTER)
+    await alice.wait_for(lambda: any("to nobody not sent" in t for t in alice.texts()), "the quick refusal")
+    assert [c.name for c in alice.model.conversations] == ["lobby"]
+    assert alice.model.current.name == "lobby"
+    refusal = next(t for t in alice.texts() if "to nobody not sent" in t)
+    assert refusal.count("no_such_nick") == 1, refusal

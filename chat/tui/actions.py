@@ -132,10 +132,10 @@ class CommandActions:
         nick, text = command.split()
         if self._name_problem(nick, "nick", "msg"):
             return
-        target = self.model.open_private(nick)
+        target = self.model.private_for(nick)
         self.ui.show(target)
         if text.strip():
-            self.controller.say(target, text)
+            self.controller.say(target, text, origin=conversation)
 
     def _me(self, conversation: Conversation, command: Command) -> None:
         if not command.args.strip():
@@ -210,12 +210,12 @@ class CommandActions:
         if not text.strip():
             self._usage("quick")
         elif not self._name_problem(nick, "nick", "quick"):
-            self.controller.send_quick(nick, text, nudge=False)
+            self.controller.send_quick(nick, text, nudge=False, origin=conversation)
 
     def _nudge(self, conversation: Conversation, command: Command) -> None:
         nick, _ = command.split()
         if not self._name_problem(nick, "nick", "nudge"):
-            self.controller.send_quick(nick, NUDGE_TEXT, nudge=True)
+            self.controller.send_quick(nick, NUDGE_TEXT, nudge=True, origin=conversation)
 
     def _send(self, conversation: Conversation, command: Command) -> None:
         words = command.words()

@@ -297,7 +297,7 @@ class Controller:
         self.spawn(self._watch_udp(client))
         unsent, saved.unsent = saved.unsent, []
         for say in unsent:
-            target = self.model.find(Kind.ROOM, say.room) if say.room else self.model.open_private(say.to or "")
+            target = self.model.find(Kind.ROOM, say.room) if say.room else self.model.private_for(say.to or "")
             if target is not None and target.pending(say.cid) is None:
                 self.say(target, say.text, cid=say.cid)
         self.ui.refresh()
@@ -476,19 +476,23 @@ class Controller:
         for piece in pieces:
             self.say(conversation, prefix + piece)
 
-    def say(self, conversation: Conversation, text: str, *, cid: str | None = None) -> None:
-        """Say `text` in a room or private conversation, shown at once as pending (see `send`)."""
+    def say(
+        self, conversation: Conversation, text: str, *, cid: str | None = None, origin: Conversation | None = None
+    ) -> None:
+        """Say `text` in a room or private conversation, shown at once as pending (see `send`). `origin`: where
+        the command that opened a private conversation was typed, shown again if the nick does not exist."""
         cid = cid or secrets.token_hex(8)
         self.model.add_pending(conversation, text, cid)
-        self.spawn(self._say(conversation, text, cid))
+        self.spawn(self._say(conversation, text, cid, origin))
 
-    async def _say(self, conversation: Conversation, text: str, cid: str) -> None:
+    async def _say(self, conversation: Conversation, text: str, cid: str, origin: Conversation | None) -> None:
         client = await self.client_ready()
         target = {"room": conversation.name} if conversation.kind is Kind.ROOM else {"to": conversation.name}
         try:
             message = await client.say(text, cid=cid, **target)
         except ServerError as exc:
             self.model.fail(conversation, cid, exc.message)
+            self._drop_if_nobody(conversation, exc, origin, "message")
             return
         except ClientClosed as exc:
             if not self.quitting:  # when quitting it is kept as unsent and said again on the next run
@@ -497,9 +501,26 @@ class Controller:
         self.model.add_message(message)
         self.schedule_save()
 
-    def send_quick(self, nick: str, text: str, *, nudge: bool) -> None:
+    def _drop_if_nobody(
+        self, conversation: Conversation, exc: ServerError, origin: Conversation | None, what: str
+    ) -> None:
+        """A private conversation opened for a nick nobody ever had, holding nothing but what was refused, is
+        closed (no junk entry in the list); the refusal is told where the command was typed."""
+        if conversation.kind is not Kind.PRIVATE or exc.code != ErrorCode.NO_SUCH_NICK:
+            return
+        if any(not line.own or line.delivery is not Delivery.FAILED for line in conversation.lines if line.sender):
+            return
+        self.model.close(conversation)
+        if origin is not None and origin in (*self.model.conversations, self.model.status_conversation()):
+            self.ui.show(origin)
+        else:
+            self.ui.show(self.model.current)
+        self.model.notice(f"{what} to {conversation.name} not sent: {refusal(exc)}", kind=LineKind.ERROR)
+        self.ui.refresh()
+
+    def send_quick(self, nick: str, text: str, *, nudge: bool, origin: Conversation | None = None) -> None:
         """A quick message over the UDP channel, shown in the private conversation with `nick` with its delivery."""
-        target = self.model.open_private(nick)
+        target = self.model.private_for(nick)
         self.ui.show(target)
         cid = secrets.token_hex(8)
         self.model.add_pending_quick(target, text, cid, nudge=nudge)
@@ -507,9 +528,10 @@ class Controller:
         async def send() -> None:
             client = await self.client_ready()
             try:
-                receipt = await client.quick(text, to=nick, nudge=nudge, cid=cid)
+                receipt = await client.quick(text, to=target.name, nudge=nudge, cid=cid)
             except ServerError as exc:
-                self.model.fail(target, cid, f"{exc.code}: {exc.message}")
+                self.model.fail(target, cid, refusal(exc))
+                self._drop_if_nobody(target, exc, origin, "nudge" if nudge else "quick message")
                 return
             except ClientClosed as exc:
                 self.model.fail(target, cid, f"the connection ended ({exc.reason})")
@@ -653,6 +675,20 @@ def udp_status(state: str, rtt: float | None) -> str:
     if state == "binding":
         return "UDP connecting"
     return "UDP off"
+
+
+_REFUSALS: dict[str, str] = {
+    ErrorCode.NO_SUCH_NICK: "nobody has that nick",
+    ErrorCode.NICK_OFFLINE: "not connected now",
+}
+
+
+def refusal(exc: ServerError) -> str:
+    """`code: why`, saying the code once: a refusal that came over UDP names only its code (its message is
+    `quick message refused: CODE`), so the words come from here."""
+    if exc.code and exc.code in exc.message:
+        return f"{exc.code}: {_REFUSALS.get(exc.code, 'refused')}"
+    return f"{exc.code}: {exc.message}" if exc.code else exc.message
 
 
 def _describe(exc: BaseException) -> str:

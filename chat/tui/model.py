@@ -272,6 +272,9 @@ class ChatModel:
         self.private_read_marker: int | None = None  # highest private id seen in the last run: the unread marker
         self.files: dict[str, SeenFile] = {}  # fid -> the file, from every message with a file shown so far
         self.transfers: list[Transfer] = []  # running /send and /get, oldest first
+        # folded nick -> the folded nick it became, from the nick changes seen in shared rooms: a private
+        # conversation follows its peer, and a peer back under an older nick finds the same conversation
+        self.renamed: dict[str, str] = {}
         self.version = 0
 
     # --- conversations -------------------------------------------------------------------------------------------
@@ -315,6 +318,51 @@ class ChatModel:
             self._changed()
         return conversation
 
+    def private_for(self, nick: str) -> Conversation:
+        """The private conversation with `nick`: the one open under this nick, else one open under a nick it was
+        seen to become (or to come from), renamed to `nick`; else a new one. The server shows no identity to
+        clients, so nick changes seen are all the client can go by."""
+        conversation = self.find(Kind.PRIVATE, nick)
+        if conversation is not None:
+            return conversation
+        for other in self._aliases(nick):
+            conversation = self.find(Kind.PRIVATE, other)
+            if conversation is not None:
+                self.notice(f"{conversation.name} is now known as {nick}", conversation, kind=LineKind.NICK)
+                conversation.name = nick
+                self.renamed[fold(other)] = fold(nick)
+                return conversation
+        return self.open_private(nick)
+
+    def _aliases(self, nick: str) -> list[str]:
+        """Every nick linked to `nick` by the nick changes seen, nearest first (both directions)."""
+        links: dict[str, set[str]] = {}
+        for old, new in self.renamed.items():
+            links.setdefault(old, set()).add(new)
+            links.setdefault(new, set()).add(old)
+        start = fold(nick)
+        seen, queue = {start}, [start]
+        for current in queue:
+            for other in sorted(links.get(current, ())):
+                if other not in seen:
+                    seen.add(other)
+                    queue.append(other)
+        return queue[1:]
+
+    def peer_renamed(self, old: str, new: str) -> None:
+        """A peer changed nick (seen in a room we share): the private conversation with them follows, unless one
+        with the new nick is open already."""
+        if fold(old) == fold(new):
+            return
+        self.renamed[fold(old)] = fold(new)
+        conversation = self.find(Kind.PRIVATE, old)
+        if conversation is None or self.find(Kind.PRIVATE, new) is not None:
+            return
+        conversation.name = new
+        self.notice(f"{old} is now known as {new}", conversation, kind=LineKind.NICK)
+        conversation.changed()
+        self._changed()
+
     def close(self, conversation: Conversation) -> None:
         """Remove a conversation from the list; the one after it (or before, at the end) is shown."""
         if conversation not in self.conversations:
@@ -357,7 +405,7 @@ class ChatModel:
         """Where a message goes: its room if open (None if not), or the private conversation (opened on demand)."""
         if message.room is not None:
             return self.find(Kind.ROOM, message.room)
-        return self.open_private(private_peer(message, self.is_own))
+        return self.private_for(private_peer(message, self.is_own))
 
     def add_message(self, message: Message, *, live: bool = True) -> Added | None:
         """Show a message from the server (live, replayed or paged); None if its conversation is closed or it is
@@ -434,7 +482,7 @@ class ChatModel:
             if conversation is None:
                 return None
         else:
-            conversation = self.open_private(message.to if own and message.to else message.sender)
+            conversation = self.private_for(message.to if own and message.to else message.sender)
         mention = not own and bool(find_mentions(message.text, self.nick))
         line = Line(
             LineKind.QUICK, message.text, message.ts / 1000, sender=message.sender, own=own, mention=mention,
@@ -621,6 +669,8 @@ class ChatModel:
             conversation.members = _renamed(members, old, nick)
             if old != nick:
                 self.notice(f"{old} is now known as {nick}", conversation, kind=LineKind.NICK)
+                if not self.is_own(nick):
+                    self.peer_renamed(old, nick)
         elif event == "away":
             member = members.get(fold(nick))
             if member is not None:
