@@ -212,7 +212,7 @@ async def test_commands_join_list_who_away_me_nick_and_part(
     await alice.wait_for(lambda: alice.model.current.name == "dev" and alice.model.current.joined, "joining dev")
     alice.type("/list" + ENTER)
     await alice.wait_for(lambda: any("lobby  2 members" in t for t in alice.texts("dev")), "the room list")
-    assert any("dev  1 member" in t for t in alice.texts("dev"))
+    assert any("dev    1 member" in t for t in alice.texts("dev"))
     alice.type("/away lunch" + ENTER)
     await alice.wait_for(lambda: "you are away: lunch" in alice.texts("dev"), "away")
     members = await bob.who("lobby")
@@ -621,3 +621,23 @@ async def test_messages_to_a_nick_nobody_has_leave_no_conversation_and_say_why_o
     assert alice.model.current.name == "lobby"
     refusal = next(t for t in alice.texts() if "to nobody not sent" in t)
     assert refusal.count("no_such_nick") == 1, refusal
+
+
+async def test_the_room_list_is_in_aligned_columns(server: ChatServer, start_tui: TuiFactory, bob: Client) -> None:
+    for room in ("a", "a-much-longer-room"):
+        await bob.join(room)
+    others = [await connect("127.0.0.1", server.port, nick=f"user{n}") for n in range(10)]
+    try:
+        for other in others:
+            await other.join("a")
+        alice = await start_tui(server)
+        alice.type("/list" + ENTER)
+        await alice.wait_for(lambda: any("a-much-longer-room" in t for t in alice.texts()), "the room list")
+        rows = [t for t in alice.texts() if t.endswith(("member", "members"))]
+        assert len(rows) == 3
+        counts = {cell_width(row[: row.index(" member")]) for row in rows}
+        assert len(counts) == 1, f"the counts do not end in one column: {rows}"
+        assert any(row.startswith("  a   ") and row.endswith(" 11 members") for row in rows), rows
+    finally:
+        for other in others:
+            await other.close()

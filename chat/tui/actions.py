@@ -16,7 +16,7 @@ from chat.protocol.names import fold, name_problem, nfc
 from chat.tui.commands import Command, room_name, usage
 from chat.tui.model import ACTION_PREFIX, Conversation, Kind, LineKind
 from chat.tui.paths import default_download_dir, expand, sendable
-from chat.tui.render import short_fid
+from chat.tui.render import cell_width, fit, short_fid, visible
 
 if TYPE_CHECKING:
     from chat.tui.controller import Controller
@@ -121,10 +121,13 @@ class CommandActions:
                 model.notice("no rooms on the server", conversation)
                 return
             model.notice(f"{len(answer.rooms)} room(s) on the server:", conversation)
-            for info in answer.rooms:
+            names = [visible(info.room) for info in answer.rooms]
+            name_width = max(cell_width(name) for name in names)
+            count_width = max(len(str(info.members)) for info in answer.rooms)
+            for info, name in zip(answer.rooms, names, strict=True):
                 model.known_rooms[fold(info.room)] = info.room
-                members = "1 member" if info.members == 1 else f"{info.members} members"
-                model.notice(f"  {info.room}  {members}", conversation)
+                members = "member" if info.members == 1 else "members"
+                model.notice(f"  {fit(name, name_width)}  {info.members:>{count_width}} {members}", conversation)
 
         controller.spawn(list_rooms())
 
