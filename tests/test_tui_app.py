@@ -641,3 +641,27 @@ async def test_the_room_list_is_in_aligned_columns(server: ChatServer, start_tui
     finally:
         for other in others:
             await other.close()
+
+
+async def test_alt_a_jumps_to_the_next_active_conversation_mentions_first_and_close_closes(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    for room in ("dev", "ops"):
+        alice.type(f"/join {room}" + ENTER)
+        await alice.wait_for(lambda r=room: alice.model.current.name == r and alice.model.current.joined, room)
+        await bob.join(room)
+    alice.type("\x1b1")  # Alt-1: lobby
+    await alice.wait_for(lambda: alice.model.current.name == "lobby", "lobby")
+    await bob.say("just talk", room="dev")
+    await bob.say("alice: need you", room="ops")
+    ops, dev = alice.conversation("ops"), alice.conversation("dev")
+    await alice.wait_for(lambda: ops.mentioned and dev.unread == 1, "activity in dev and ops")
+    assert [number for number, _ in alice.model.activity()] == [2, 3]
+    alice.type("\x1ba")  # Alt-A: the mention first
+    await alice.wait_for(lambda: alice.model.current is ops, "Alt-A to ops")
+    alice.type("\x1ba")
+    await alice.wait_for(lambda: alice.model.current is dev, "Alt-A to dev")
+    alice.type("/close" + ENTER)
+    await alice.wait_for(lambda: alice.model.find(Kind.ROOM, "dev") is None, "dev closed")
+    assert "dev" not in [r.room for r in (await bob.rooms()).rooms if r.members == 2]

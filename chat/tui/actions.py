@@ -31,7 +31,7 @@ MAX_AMBIGUOUS_SHOWN = 5
 HELP_KEYS = (
     "Enter send · Alt-Enter or Ctrl-J new line · Tab complete · Up/Down input history",
     "PageUp/PageDown or the mouse wheel scroll, Ctrl-End (or End on an empty line) to the newest line",
-    "Ctrl-N/Ctrl-P or Alt-1..9 switch conversation",
+    "Ctrl-N/Ctrl-P or Alt-1..9 switch conversation · Alt-A the next with activity (mentions first)",
     "Ctrl-C clears the input line; on an empty line it cancels the newest /send or /get",
     "Ctrl-D on an empty line or /quit leave · a line starting with // sends a text starting with /",
 )

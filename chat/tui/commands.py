@@ -39,7 +39,9 @@ class CommandSpec:
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("join", "ROOM", "join a room (it is created if new) and show it; #ROOM too", ("room",)),
-    CommandSpec("part", "[ROOM]", "leave the room shown, or ROOM; closes a private conversation", ("room",)),
+    CommandSpec(
+        "part", "[ROOM]", "leave the room shown, or ROOM; closes a private conversation", ("room",), ("close",)
+    ),
     CommandSpec("list", "", "the rooms on the server and how many are in each"),
     CommandSpec("msg", "NICK [TEXT]", "open a private conversation with NICK and send TEXT", ("nick",), ("query",)),
     CommandSpec("me", "TEXT", "an action: shows as `* yournick TEXT`"),

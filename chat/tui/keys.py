@@ -145,6 +145,13 @@ def create_key_bindings(view: ChatView) -> KeyBindings:
             if 1 <= number <= len(model.conversations):
                 view.show(model.conversations[number - 1])
 
+    @bindings.add("escape", "a")
+    def _next_active(event: KeyPressEvent) -> None:
+        """Alt-A: the next conversation with activity, mentions and private messages first (weechat's hotlist)."""
+        target = model.next_active()
+        if target is not None:
+            view.show(target)
+
     @bindings.add("c-d")
     def _quit_or_delete(event: KeyPressEvent) -> None:
         if buffer.text:
