@@ -665,3 +665,27 @@ async def test_alt_a_jumps_to_the_next_active_conversation_mentions_first_and_cl
     alice.type("/close" + ENTER)
     await alice.wait_for(lambda: alice.model.find(Kind.ROOM, "dev") is None, "dev closed")
     assert "dev" not in [r.room for r in (await bob.rooms()).rooms if r.members == 2]
+
+
+async def test_ignore_hides_a_nicks_messages_and_is_kept_for_the_next_run(
+    server: ChatServer, start_tui: TuiFactory, bob: Client, tmp_path: Path
+) -> None:
+    state = tmp_path / "alice-state"
+    alice = await start_tui(server, state=state)
+    alice.type("/ignore bob" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("ignoring bob") for t in alice.texts()), "ignoring bob")
+    async with connect("127.0.0.1", server.port, nick="carol") as carol:
+        await carol.join("lobby")
+        await bob.say("spam in the room", room="lobby")
+        await bob.say("spam to you", to="alice")
+        await carol.say("after the spam", room="lobby")  # the server sends it after bob's
+        await alice.wait_for(lambda: "after the spam" in alice.texts(), "carol's message")
+    assert "spam in the room" not in alice.texts() and alice.model.find(Kind.PRIVATE, "bob") is None
+    assert await alice.quit() == 0
+    again = await start_tui(server, state=state)
+    assert "bob" in again.model.ignored.values()
+    assert "spam in the room" not in again.texts(), "not in the join replay either"
+    again.type("/unignore bob" + ENTER)
+    await again.wait_for(lambda: "bob is no longer ignored" in again.texts(), "unignored")
+    await bob.say("heard again", room="lobby")
+    await again.wait_for(lambda: "heard again" in again.texts(), "bob's message shown")

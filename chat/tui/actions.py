@@ -281,6 +281,31 @@ class CommandActions:
         )
         return None
 
+    def _ignore(self, conversation: Conversation, command: Command) -> None:
+        nick, _ = command.split()
+        if not nick:
+            ignored = sorted(self.model.ignored.values(), key=fold)
+            self.model.notice(f"ignored: {', '.join(ignored)}" if ignored else "nobody is ignored")
+            return
+        if self._name_problem(nick, "nick", "ignore"):
+            return
+        if self.model.is_own(nick):
+            self.model.notice("you cannot ignore yourself", kind=LineKind.ERROR)
+            return
+        self.model.ignored[fold(nick)] = nick
+        self.model.notice(f"ignoring {nick}: their messages are not shown (/unignore {nick} to undo)")
+        self.controller.save_now()
+
+    def _unignore(self, conversation: Conversation, command: Command) -> None:
+        nick, _ = command.split()
+        if self._name_problem(nick, "nick", "unignore"):
+            return
+        if self.model.ignored.pop(fold(nick), None) is None:
+            self.model.notice(f"{nick} is not ignored", kind=LineKind.ERROR)
+            return
+        self.model.notice(f"{nick} is no longer ignored")
+        self.controller.save_now()
+
     def _history(self, conversation: Conversation, command: Command) -> None:
         count, _ = command.split()
         if count and not count.isdigit():

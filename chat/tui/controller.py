@@ -235,6 +235,7 @@ class Controller:
                 continue
             # Before the first event is read: the login's private page opens conversations with this marker.
             self.model.private_read_marker = since
+            self.model.ignored.update((fold(nick), nick) for nick in self._saved.ignored)
             self.model.set_own_nick(client.nick)
             self.model.set_connection(LinkState.CONNECTED)
             self.ui.refresh()
@@ -615,6 +616,7 @@ class Controller:
             open_rooms=[c.name for c in self._rooms()],
             private_peers=[c.name for c in self.model.conversations if c.kind is Kind.PRIVATE],
             unsent=unsent,
+            ignored=sorted(self.model.ignored.values(), key=fold),
         )
 
     def save_now(self) -> None:

@@ -275,6 +275,7 @@ class ChatModel:
         # folded nick -> the folded nick it became, from the nick changes seen in shared rooms: a private
         # conversation follows its peer, and a peer back under an older nick finds the same conversation
         self.renamed: dict[str, str] = {}
+        self.ignored: dict[str, str] = {}  # folded nick -> spelling: /ignore, their messages are not shown
         self.version = 0
 
     # --- conversations -------------------------------------------------------------------------------------------
@@ -293,6 +294,10 @@ class ChatModel:
 
     def is_own(self, nick: str) -> bool:
         return fold(nick) in self.own_nicks
+
+    def is_ignored(self, nick: str) -> bool:
+        """Messages from this nick are not shown (/ignore); never our own."""
+        return bool(self.ignored) and fold(nick) in self.ignored and not self.is_own(nick)
 
     def find(self, kind: Kind, name: str) -> Conversation | None:
         key = (kind, fold(name))
@@ -413,6 +418,8 @@ class ChatModel:
 
         `live` is False for history (join replays, pages): such messages do not count as unread and ring no bell.
         """
+        if self.is_ignored(message.sender):
+            return None
         conversation = self.conversation_for(message)
         if conversation is None:
             return None
@@ -462,6 +469,8 @@ class ChatModel:
                 continue
             if message.room is not None and conversation.kind is not Kind.ROOM:
                 continue
+            if self.is_ignored(message.sender):
+                continue
             self._note_file(message)
             line = self._line_of(message, self.is_own(message.sender))
             self._note_id(conversation, message.id)
@@ -477,6 +486,8 @@ class ChatModel:
     def add_quick(self, message: QuickMessage) -> Added | None:
         """Show a quick message from someone (live, never stored); None if it is for a room that is not open."""
         own = self.is_own(message.sender)
+        if self.is_ignored(message.sender):
+            return None
         if message.room is not None:
             conversation = self.find(Kind.ROOM, message.room)
             if conversation is None:
