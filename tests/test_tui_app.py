@@ -689,3 +689,18 @@ async def test_ignore_hides_a_nicks_messages_and_is_kept_for_the_next_run(
     await again.wait_for(lambda: "bob is no longer ignored" in again.texts(), "unignored")
     await bob.say("heard again", room="lobby")
     await again.wait_for(lambda: "heard again" in again.texts(), "bob's message shown")
+
+
+async def test_find_lists_the_loaded_lines_that_contain_a_text(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    for text in ("deploy at noon", "lunch?", "the DEPLOY failed", "fixed"):
+        await bob.say(text, room="lobby")
+    await alice.wait_for(lambda: "fixed" in alice.texts(), "bob's messages")
+    alice.type("/find deploy" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("2 line(s) contain 'deploy'") for t in alice.texts()), "found")
+    found = [t for t in alice.texts() if t.startswith("  ") and "bob:" in t]
+    assert [t.split("bob: ")[1] for t in found] == ["deploy at noon", "the DEPLOY failed"]
+    alice.type("/find nothing-like-this" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("no line here contains") for t in alice.texts()), "nothing")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import TYPE_CHECKING
 
 from chat.client import ServerError
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("chat.tui")
 
 HISTORY_PAGE = 50
+FIND_SHOWN = 20  # /find lists at most this many lines, the newest
+FIND_TEXT_CHARS = 100  # of each line's text
 HISTORY_LIMIT = 100  # PROTOCOL.md 2.5: history_limit
 NUDGE_TEXT = "nudge"
 FULL_FID = re.compile(r"[0-9a-f]{32}")  # PROTOCOL.md 5.1: a fid is 32 hex digits chosen by the server
@@ -305,6 +308,25 @@ class CommandActions:
             return
         self.model.notice(f"{nick} is no longer ignored")
         self.controller.save_now()
+
+    def _find(self, conversation: Conversation, command: Command) -> None:
+        text = command.args.strip()
+        if not text:
+            self._usage("find")
+            return
+        found = self.model.find_lines(conversation, text)
+        if not found:
+            self.model.notice(f"no line here contains {text!r} (/history loads older ones)", conversation)
+            return
+        shown = found[-FIND_SHOWN:]
+        more = f", the last {len(shown)}" if len(found) > len(shown) else ""
+        self.model.notice(f"{len(found)} line(s) contain {text!r}{more}:", conversation)
+        for line in shown:
+            when = time.strftime("%d %b %H:%M", time.localtime(line.ts))
+            body = line.text.replace("\n", " ")
+            if len(body) > FIND_TEXT_CHARS:
+                body = body[: FIND_TEXT_CHARS - 1] + "+"
+            self.model.notice(f"  {when} {line.sender}: {body}", conversation)
 
     def _history(self, conversation: Conversation, command: Command) -> None:
         count, _ = command.split()

@@ -68,6 +68,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "ignore", "[NICK]", "hide NICK's messages (kept for the next run); without NICK, who is ignored", ("nick",)
     ),
     CommandSpec("unignore", "NICK", "show NICK's messages again", ("nick",)),
+    CommandSpec("find", "TEXT", "the lines of this conversation (as loaded) that contain TEXT, ignoring case"),
     CommandSpec("history", "[N]", "load N older messages of this conversation (default 50)"),
     CommandSpec("clear", "", "clear the message pane of this conversation"),
     CommandSpec("reconnect", "", "connect again after the login was refused or the session taken over"),

@@ -627,6 +627,13 @@ class ChatModel:
         conversation.oldest = first
         conversation.has_older = True
 
+    def find_lines(self, conversation: Conversation, text: str) -> list[Line]:
+        """The messages (not notices) of `conversation` as loaded whose text holds `text`, ignoring case, oldest
+        first: what /find lists."""
+        wanted = text.casefold()
+        searched = {LineKind.MESSAGE, LineKind.ACTION, LineKind.QUICK, LineKind.FILE}
+        return [line for line in conversation.lines if line.kind in searched and wanted in line.text.casefold()]
+
     def clear(self, conversation: Conversation) -> None:
         """Empty the pane of a conversation (/clear); what it cleared is not shown again."""
         conversation.lines.clear()
