@@ -20,11 +20,13 @@ from prompt_toolkit.input.base import PipeInput
 from prompt_toolkit.output import DummyOutput
 
 from chat.client import Client, Message, connect
+from chat.client.events import Typing
 from chat.config import config_with
 from chat.protocol.messages import QuickMessage
 from chat.server.app import ChatServer
 from chat.tui.app import ChatApp
 from chat.tui.controller import Settings
+from chat.tui.layout import typing_text
 from chat.tui.model import Conversation, Delivery, Kind, LineKind, LinkState
 from chat.tui.render import cell_width
 from chat.tui.state import StateStore
@@ -704,3 +706,26 @@ async def test_find_lists_the_loaded_lines_that_contain_a_text(
     assert [t.split("bob: ")[1] for t in found] == ["deploy at noon", "the DEPLOY failed"]
     alice.type("/find nothing-like-this" + ENTER)
     await alice.wait_for(lambda: any(t.startswith("no line here contains") for t in alice.texts()), "nothing")
+
+
+async def next_typing(client: Client) -> Typing:
+    async with asyncio.timeout(WAIT):
+        while True:
+            event = await client.recv()
+            if isinstance(event, Typing):
+                return event
+
+
+async def test_a_typing_line_shows_who_types_here_and_our_typing_is_told(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    await alice.wait_for(lambda: (alice.model.udp_status or "").endswith(" ms"), "the UDP round trip")
+    await bob.wait_udp(timeout=WAIT)
+    assert bob.typing(room="lobby")
+    await alice.wait_for(lambda: typing_text(alice.model) == "bob is typing…", "bob typing")
+    await bob.say("done typing", room="lobby")
+    await alice.wait_for(lambda: "done typing" in alice.texts() and typing_text(alice.model) == "", "the line gone")
+    alice.type("hel")
+    notice = await next_typing(bob)
+    assert (notice.sender, notice.room) == ("alice", "lobby")

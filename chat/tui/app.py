@@ -119,6 +119,9 @@ class ChatApp:
 
     def _typed(self, buffer: Buffer) -> None:
         self.model.confirm = None
+        text = buffer.text
+        if text and not text.startswith("/"):
+            self.controller.typing(self.model.current)
 
     # --- running -------------------------------------------------------------------------------------------------
 

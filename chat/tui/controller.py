@@ -39,6 +39,7 @@ from chat.client import (
     ServerError,
     connect,
 )
+from chat.client.events import TYPING_SHOWN_SECONDS, Typing
 from chat.client.resume import Backoff
 from chat.protocol.errors import ErrorCode
 from chat.protocol.messages import QuickMessage
@@ -65,6 +66,7 @@ BELL_INTERVAL = 2.0  # at most one bell in this many seconds, however many menti
 SAVE_DELAY = 1.0  # state is written this long after the first change, so a burst of messages is one write
 QUIT_TIMEOUT = 0.7  # /quit waits this long for the server to close, so the app exits within a second
 TICK = 0.5  # redraw interval while a countdown ("reconnecting in N s") is shown
+TYPING_EVERY = 3.0  # a typing notice at most this often per conversation (the others show one for 5 s)
 UDP_WATCH = 1.0  # how often the status bar's UDP state and round-trip time are read from the client
 
 
@@ -137,6 +139,8 @@ class Controller:
         self._replaying: set[str] = set()  # rooms joined without `since` whose replay is still arriving
         self._replayed: dict[str, int] = {}  # room -> highest id of its last join replay (history, not live)
         self._last_bell = float("-inf")
+        self._typing_redraw: asyncio.TimerHandle | None = None
+        self._typing_sent: dict[tuple[Kind, str], float] = {}  # conversation -> when we last said we type there
         self._save_pending = False
         self._ticking = False
 
@@ -389,6 +393,13 @@ class Controller:
             self.model.notice(f"the server says: {event.code}: {event.message}", kind=LineKind.ERROR)
         elif isinstance(event, ConnectionEvent):
             self._on_connection(event)
+        elif isinstance(event, Typing):
+            self.model.note_typing(event.sender, event.room, self.clock() + TYPING_SHOWN_SECONDS)
+            if self._typing_redraw is not None:
+                self._typing_redraw.cancel()
+            # the line goes when the notice expires: one redraw then (a later notice moves it)
+            loop = asyncio.get_running_loop()
+            self._typing_redraw = loop.call_later(TYPING_SHOWN_SECONDS + 0.1, self.ui.refresh)
         elif isinstance(event, QuickMessage):
             added = self.model.add_quick(event)
             if added is not None and added.bell:
@@ -540,6 +551,21 @@ class Controller:
             self.model.quick_acknowledged(target, cid, receipt.via)
 
         self.spawn(send())
+
+    def typing(self, conversation: Conversation) -> None:
+        """The user is typing a message in `conversation`: tell the others, at most every TYPING_EVERY seconds
+        (best effort, over UDP; nothing when there is no UDP channel)."""
+        client = self.client
+        if client is None or conversation.kind is Kind.STATUS:
+            return
+        now = self.clock()
+        if now - self._typing_sent.get(conversation.key, float("-inf")) < TYPING_EVERY:
+            return
+        self._typing_sent[conversation.key] = now
+        if conversation.kind is Kind.ROOM:
+            client.typing(room=conversation.name)
+        else:
+            client.typing(to=conversation.name)
 
     def log_in_as(self, nick: str) -> None:
         """While logged out (refused, taken over): log in again with this nick."""

@@ -109,6 +109,7 @@ STYLE: dict[str, str] = {
     "status.down": "reverse ansired",
     "status.question": "reverse ansiyellow bold",
     "status.activity": "reverse",
+    "typing": "ansibrightblack italic",
     "status.unread": "reverse bold",
     "status.mention": "reverse bold ansired",
     "prompt": "bold",
@@ -382,6 +383,26 @@ def status_fragments(model: ChatModel, now: float, *, narrow: bool = False) -> S
     return fragments
 
 
+def typing_text(model: ChatModel) -> str:
+    """`bob is typing…`, `bob and carol are typing…`, `4 people are typing…`; empty when nobody is."""
+    typists = [visible(nick) for nick in model.typing_in(model.current)]
+    if not typists:
+        return ""
+    if len(typists) == 1:
+        return f"{typists[0]} is typing…"
+    if len(typists) == 2:
+        return f"{typists[0]} and {typists[1]} are typing…"
+    return f"{len(typists)} people are typing…"
+
+
+def create_typing_line(model: ChatModel) -> Container:
+    """One row above the status bar while someone is typing in the conversation shown."""
+    window = Window(
+        ClusterTextControl(lambda: [("class:typing", f" {typing_text(model)}")]), height=1, style="class:typing"
+    )
+    return ConditionalContainer(window, filter=Condition(lambda: bool(typing_text(model))))
+
+
 def create_status_bar(model: ChatModel, clock: Callable[[], float], columns: Callable[[], int]) -> Window:
     def text() -> StyleAndTextTuples:
         return status_fragments(model, clock(), narrow=columns() < SIDEBAR_MIN_COLUMNS)
@@ -514,6 +535,7 @@ def create_layout(
         HSplit(
             [
                 body,
+                create_typing_line(model),
                 create_transfer_area(model, time.monotonic, columns),
                 create_status_bar(model, clock, columns),
                 input_window,

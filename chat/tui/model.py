@@ -276,6 +276,7 @@ class ChatModel:
         # conversation follows its peer, and a peer back under an older nick finds the same conversation
         self.renamed: dict[str, str] = {}
         self.ignored: dict[str, str] = {}  # folded nick -> spelling: /ignore, their messages are not shown
+        self.typists: dict[tuple[Kind, str, str], float] = {}  # (kind, folded name, sender) -> shown until (clock)
         self.version = 0
 
     # --- conversations -------------------------------------------------------------------------------------------
@@ -445,6 +446,8 @@ class ChatModel:
         line = self._line_of(message, own)
         self._note_id(conversation, message.id)
         self._insert(conversation, line, history=not live)
+        if live and self.typists:  # what they were typing has come
+            self.typists.pop((conversation.kind, fold(conversation.name), message.sender), None)
         bell = False
         if live and not own:
             shown = conversation is self._current
@@ -626,6 +629,21 @@ class ChatModel:
         first = next((line.id for line in conversation.lines if line.id is not None), None)
         conversation.oldest = first
         conversation.has_older = True
+
+    def note_typing(self, sender: str, room: str | None, until: float) -> None:
+        """`sender` is typing in `room` (None: to us privately), to be shown until `until` (clock time)."""
+        if self.is_ignored(sender) or self.is_own(sender):
+            return
+        key = (Kind.ROOM, fold(room), sender) if room is not None else (Kind.PRIVATE, fold(sender), sender)
+        self.typists[key] = until
+        self._changed()
+
+    def typing_in(self, conversation: Conversation) -> list[str]:
+        """Who is typing in `conversation` now (their notices expire), sorted."""
+        now = self.clock()
+        self.typists = {key: until for key, until in self.typists.items() if until > now}
+        kind, name = conversation.key
+        return sorted(sender for (k, n, sender) in self.typists if k is kind and n == name)
 
     def find_lines(self, conversation: Conversation, text: str) -> list[Line]:
         """The messages (not notices) of `conversation` as loaded whose text holds `text`, ignoring case, oldest
