@@ -67,6 +67,7 @@ class ClientConfig(_Section):
     port: int = 7777
     nick: str = ""
     secret: str = ""
+    highlight: str = ""  # the terminal client: words (blanks or commas between) that count as a mention
 
 
 class Config(_Section):

@@ -117,9 +117,21 @@ async def start_tui(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Tui
     with contextlib.ExitStack() as stack:
 
         async def start(
-            server: ChatServer, nick: str = "alice", *, state: Path | None = None, wait_joined: bool = True
+            server: ChatServer,
+            nick: str = "alice",
+            *,
+            state: Path | None = None,
+            wait_joined: bool = True,
+            highlight: tuple[str, ...] = (),
         ) -> Tui:
-            settings = Settings(host="127.0.0.1", port=server.port, nick=nick, backoff_initial=0.05, backoff_max=0.2)
+            settings = Settings(
+                host="127.0.0.1",
+                port=server.port,
+                nick=nick,
+                backoff_initial=0.05,
+                backoff_max=0.2,
+                highlight=highlight,
+            )
             store = StateStore(state or tmp_path / f"state-{nick}")
             pipe = stack.enter_context(create_pipe_input())
             output = RecordingOutput()
@@ -729,3 +741,22 @@ async def test_a_typing_line_shows_who_types_here_and_our_typing_is_told(
     alice.type("hel")
     notice = await next_typing(bob)
     assert (notice.sender, notice.room) == ("alice", "lobby")
+
+
+async def test_highlight_words_from_the_config_count_as_mentions(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server, highlight=("deploy", "outage"))
+    alice.type("/join dev" + ENTER)
+    await alice.wait_for(lambda: alice.model.current.name == "dev" and alice.model.current.joined, "dev")
+    await bob.say("the DEPLOY is done", room="lobby")
+    await bob.say("redeploy later", room="lobby")  # not the word on its own
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: "redeploy later" in alice.texts(), "bob's messages")
+    assert [line.mention for line in lobby.lines if line.sender == "bob"] == [True, False]
+    assert lobby.mentioned and alice.output.bells == 1
+    alice.type("\x1b1")
+    await alice.wait_for(lambda: alice.model.current is lobby, "lobby shown")
+    rows = alice.app.pane.create_content(alice.pane_width, alice.app.pane.height)
+    styled = [f for i in range(rows.line_count) for f in rows.get_line(i) if "class:mention" in f[0].split()]
+    assert [f[1] for f in styled] == ["DEPLOY"]

@@ -19,6 +19,7 @@ import getpass
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import sys
 import time
@@ -170,7 +171,8 @@ def client_settings(args: argparse.Namespace, environ: Mapping[str, str] | None 
     problem = name_problem(nick)
     if problem is not None:
         raise ConfigError(f"nick {nick!r}: {problem}")
-    return Settings(host=config.host, port=config.port, nick=nick, secret=config.secret)
+    highlight = tuple(word for word in re.split(r"[\s,]+", config.highlight) if word)
+    return Settings(host=config.host, port=config.port, nick=nick, secret=config.secret, highlight=highlight)
 
 
 def login_nick(user: str | None = None) -> str:

@@ -106,6 +106,7 @@ class Settings:
     # PROTOCOL.md 8: the server's default text limit; the welcome does not say the server's own, so longer lines
     # are split at this one
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    highlight: tuple[str, ...] = ()  # words that count as a mention besides the nick ([client] highlight)
 
 
 class Controller:
@@ -123,6 +124,7 @@ class Controller:
     ) -> None:
         self.settings = settings
         self.model = model
+        model.highlights = settings.highlight
         self.store = store
         self.ui = ui
         self.table = table

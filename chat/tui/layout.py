@@ -145,7 +145,7 @@ class MessagePane(UIControl):
         self.local = local
         self.height = 1
         self.at_top = False  # the first line of the conversation is on screen
-        self._cache: dict[tuple[int, int, int, str], list[Row]] = {}
+        self._cache: dict[tuple[int, int, int, tuple[str, ...]], list[Row]] = {}
 
     def create_content(self, width: int, height: int) -> UIContent:
         self.height = height
@@ -185,13 +185,14 @@ class MessagePane(UIControl):
         return rows, True
 
     def _line_rows(self, line: Line, width: int) -> list[Row]:
-        nick = self.model.nick if line.mention else ""
-        key = (line.uid, line.version, width, nick)
+        words = self.model.highlight_words() if line.mention else ()
+        key = (line.uid, line.version, width, words)
         rows = self._cache.get(key)
         if rows is None:
             if len(self._cache) >= ROW_CACHE_SIZE:
                 self._cache.clear()
-            rows = self._cache[key] = render_line(line, width, self.model.nick, local=self.local)
+            model = self.model
+            rows = self._cache[key] = render_line(line, width, model.nick, local=self.local, words=model.highlights)
         return rows
 
     # --- scrolling -----------------------------------------------------------------------------------------------

@@ -245,6 +245,17 @@ def find_mentions(text: str, nick: str) -> list[tuple[int, int]]:
     return [match.span(1) for match in re.finditer(pattern, text, re.IGNORECASE)]
 
 
+def find_highlights(text: str, words: Iterable[str]) -> list[tuple[int, int]]:
+    """Where any of `words` (the own nick, the configured highlight words) occurs in `text` as a word of its own,
+    ignoring case: (start, end) spans in order, none overlapping."""
+    spans = sorted(span for word in words for span in find_mentions(text, word))
+    kept: list[tuple[int, int]] = []
+    for start, end in spans:
+        if not kept or start >= kept[-1][1]:
+            kept.append((start, end))
+    return kept
+
+
 def private_peer(message: Message, own: Callable[[str], bool]) -> str:
     """The other party of a private message: the recipient of one we sent, else the sender."""
     if own(message.sender) and message.to is not None:
@@ -276,6 +287,7 @@ class ChatModel:
         # conversation follows its peer, and a peer back under an older nick finds the same conversation
         self.renamed: dict[str, str] = {}
         self.ignored: dict[str, str] = {}  # folded nick -> spelling: /ignore, their messages are not shown
+        self.highlights: tuple[str, ...] = ()  # words that count as a mention, besides the own nick ([client])
         self.typists: dict[tuple[Kind, str, str], float] = {}  # (kind, folded name, sender) -> shown until (clock)
         self.version = 0
 
@@ -295,6 +307,10 @@ class ChatModel:
 
     def is_own(self, nick: str) -> bool:
         return fold(nick) in self.own_nicks
+
+    def highlight_words(self) -> tuple[str, ...]:
+        """What marks a message as a mention: the own nick and the configured highlight words."""
+        return (self.nick, *self.highlights)
 
     def is_ignored(self, nick: str) -> bool:
         """Messages from this nick are not shown (/ignore); never our own."""
@@ -497,7 +513,7 @@ class ChatModel:
                 return None
         else:
             conversation = self.private_for(message.to if own and message.to else message.sender)
-        mention = not own and bool(find_mentions(message.text, self.nick))
+        mention = not own and bool(find_highlights(message.text, self.highlight_words()))
         line = Line(
             LineKind.QUICK, message.text, message.ts / 1000, sender=message.sender, own=own, mention=mention,
             nudge=message.nudge,
@@ -591,7 +607,7 @@ class ChatModel:
                 LineKind.FILE, message.file.name, ts, sender=message.sender, id=message.id, own=own, file=message.file
             )
         kind, shown = _kind_of(message.text)
-        mention = not own and bool(find_mentions(message.text, self.nick))
+        mention = not own and bool(find_highlights(message.text, self.highlight_words()))
         return Line(kind, shown, ts, sender=message.sender, id=message.id, cid=message.cid, own=own, mention=mention)
 
     def _note_id(self, conversation: Conversation, message_id: int) -> None:

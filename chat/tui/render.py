@@ -37,7 +37,7 @@ from prompt_toolkit import utils as prompt_toolkit_utils
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
 
-from chat.tui.model import Delivery, Line, LineKind, find_mentions
+from chat.tui.model import Delivery, Line, LineKind, find_highlights
 
 TIME_WIDTH = 5  # "12:34"
 NICK_WIDTH = 10
@@ -310,11 +310,14 @@ def prefix_widths(width: int) -> tuple[int, int]:
     return 0, max(MIN_NICK_WIDTH, min(NICK_WIDTH, (width - len(SEPARATOR)) // 4))
 
 
-def render_line(line: Line, width: int, nick: str, *, local: LocalTime = time.localtime) -> list[Row]:
+def render_line(
+    line: Line, width: int, nick: str, *, local: LocalTime = time.localtime, words: tuple[str, ...] = ()
+) -> list[Row]:
     """The rows of one line: time, nick column, separator, then the text wrapped under its own column.
 
-    `nick` is the own nick, whose mentions are highlighted. Every row is at most `width` cells (narrow panes get a
-    shorter prefix, `prefix_widths`; below a dozen cells the rows are cut).
+    `nick` is the own nick, whose mentions are highlighted, and so are `words` (the configured highlight words).
+    Every row is at most `width` cells (narrow panes get a shorter prefix, `prefix_widths`; below a dozen cells the
+    rows are cut).
     """
     time_width, nick_width = prefix_widths(width)
     time_style = "class:time class:pending" if line.delivery is Delivery.PENDING else "class:time"
@@ -327,7 +330,7 @@ def render_line(line: Line, width: int, nick: str, *, local: LocalTime = time.lo
         text_width = max(MIN_TEXT_WIDTH, width - PREFIX_WIDTH)
     else:
         text_width = max(1, width - indent_width - len(SEPARATOR))
-    rows = wrap(_body(line, nick), text_width)
+    rows = wrap(_body(line, (nick, *words)), text_width)
     indent: Row = [("", " " * indent_width), ("class:separator", SEPARATOR)]
     return [[*(prefix if index == 0 else indent), *row] for index, row in enumerate(rows)]
 
@@ -348,7 +351,7 @@ def _nick_column(line: Line, width: int = NICK_WIDTH) -> Row:
     return [(style, fit(marker, width, right=True))]
 
 
-def _body(line: Line, nick: str) -> StyleAndTextTuples:
+def _body(line: Line, highlighted: tuple[str, ...]) -> StyleAndTextTuples:
     style = _BODY_STYLE.get(line.kind, "")
     if line.delivery is Delivery.PENDING or line.delivery is Delivery.FAILED:
         style = "class:pending"
@@ -363,7 +366,7 @@ def _body(line: Line, nick: str) -> StyleAndTextTuples:
         return _file_body(line)
     text = safe_fragments(line.text, style, newlines=True)
     if line.mention:
-        text = _highlight(text, nick)
+        text = _highlight(text, highlighted)
     body.extend(text)
     if line.delivery is Delivery.PENDING:
         body.append(("class:pending", " (sending)"))
@@ -419,8 +422,8 @@ def human_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _highlight(fragments: StyleAndTextTuples, nick: str) -> StyleAndTextTuples:
-    """Mark every mention of `nick` inside plain fragments with `class:mention`."""
+def _highlight(fragments: StyleAndTextTuples, words: tuple[str, ...]) -> StyleAndTextTuples:
+    """Mark every mention of `words` (the own nick, highlight words) inside plain fragments with `class:mention`."""
     result: StyleAndTextTuples = []
     for fragment in fragments:
         style, text = fragment[0], fragment[1]
@@ -428,7 +431,7 @@ def _highlight(fragments: StyleAndTextTuples, nick: str) -> StyleAndTextTuples:
             result.append((style, text))
             continue
         position = 0
-        for start, end in find_mentions(text, nick):
+        for start, end in find_highlights(text, words):
             if start > position:
                 result.append((style, text[position:start]))
             result.append((f"{style} class:mention", text[start:end]))
