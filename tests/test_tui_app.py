@@ -550,6 +550,8 @@ async def test_irc_room_names_with_a_hash_are_taken_as_the_room(
     assert sorted((await bob.join("ops")).members) == ["alice", "bob"]
     alice.type("/who #lobby" + ENTER)
     await alice.wait_for(lambda: any(t.startswith("lobby: 2 member(s)") for t in alice.texts("ops")), "who #lobby")
+    alice.type("/topic" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("ops has no topic") for t in alice.texts("ops")), "the topic")
     alice.type("/part #ops" + ENTER)
     await alice.wait_for(lambda: alice.model.find(Kind.ROOM, "ops") is None, "parting ops")
 

@@ -134,6 +134,16 @@ class CommandActions:
 
         controller.spawn(list_rooms())
 
+    def _topic(self, conversation: Conversation, command: Command) -> None:
+        typed, text = command.split()
+        room = room_name(typed) or (conversation.name if conversation.kind is Kind.ROOM else "")
+        if not room:
+            self._usage("topic")
+            return
+        # PROTOCOL.md has no topic yet: say so rather than pretend one was set
+        change = " (and cannot be set)" if text.strip() else ""
+        self.model.notice(f"{room} has no topic: rooms on this server have none yet{change}", conversation)
+
     def _msg(self, conversation: Conversation, command: Command) -> None:
         nick, text = command.split()
         if self._name_problem(nick, "nick", "msg"):

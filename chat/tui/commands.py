@@ -43,6 +43,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "part", "[ROOM]", "leave the room shown, or ROOM; closes a private conversation", ("room",), ("close",)
     ),
     CommandSpec("list", "", "the rooms on the server and how many are in each"),
+    CommandSpec(
+        "topic", "[ROOM]", "the topic of the room shown, or ROOM (read-only: rooms have no topics yet)", ("room",)
+    ),
     CommandSpec("msg", "NICK [TEXT]", "open a private conversation with NICK and send TEXT", ("nick",), ("query",)),
     CommandSpec("me", "TEXT", "an action: shows as `* yournick TEXT`"),
     CommandSpec("nick", "NICK", "change your nick"),
