@@ -68,6 +68,7 @@ class ClientConfig(_Section):
     nick: str = ""
     secret: str = ""
     highlight: str = ""  # the terminal client: words (blanks or commas between) that count as a mention
+    logs: bool = False  # the terminal client: plain-text conversation logs in its state folder
 
 
 class Config(_Section):

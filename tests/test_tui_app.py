@@ -123,6 +123,7 @@ async def start_tui(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Tui
             state: Path | None = None,
             wait_joined: bool = True,
             highlight: tuple[str, ...] = (),
+            logs: bool = False,
         ) -> Tui:
             settings = Settings(
                 host="127.0.0.1",
@@ -131,6 +132,7 @@ async def start_tui(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Tui
                 backoff_initial=0.05,
                 backoff_max=0.2,
                 highlight=highlight,
+                logs=logs,
             )
             store = StateStore(state or tmp_path / f"state-{nick}")
             pipe = stack.enter_context(create_pipe_input())
@@ -762,3 +764,29 @@ async def test_highlight_words_from_the_config_count_as_mentions(
     rows = alice.app.pane.create_content(alice.pane_width, alice.app.pane.height)
     styled = [f for i in range(rows.line_count) for f in rows.get_line(i) if "class:mention" in f[0].split()]
     assert [f[1] for f in styled] == ["DEPLOY"]
+
+
+async def test_conversation_logs_on_request_hold_each_message_once_made_safe(
+    server: ChatServer, start_tui: TuiFactory, bob: Client, tmp_path: Path
+) -> None:
+    state = tmp_path / "alice-state"
+    alice = await start_tui(server, state=state, logs=True)
+    await bob.say("logged line", room="lobby")
+    await bob.say("private\nand \u202eodd", to="alice")
+    alice.type("mine" + ENTER)
+    await next_message(bob, "mine")
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(
+        lambda: lobby.lines[-1].delivery is Delivery.ACKED and alice.texts("bob", Kind.PRIVATE), "all shown"
+    )
+    assert await alice.quit() == 0
+    await bob.say("while away", room="lobby")
+    again = await start_tui(server, state=state, logs=True)
+    await again.wait_for(lambda: "while away" in again.texts(), "the missed message")
+    assert await again.quit() == 0
+    folder = state / "logs" / f"127.0.0.1-{server.port}-alice"
+    room_log = (folder / "room-lobby.log").read_text().splitlines()
+    assert [line[20:] for line in room_log] == ["<bob> logged line", "<alice> mine", "<bob> while away"]
+    private_log = (folder / "private-bob.log").read_text()
+    assert private_log[20:] == "<bob> private\n\tand <U+202E>odd\n"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"

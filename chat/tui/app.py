@@ -172,7 +172,9 @@ def client_settings(args: argparse.Namespace, environ: Mapping[str, str] | None 
     if problem is not None:
         raise ConfigError(f"nick {nick!r}: {problem}")
     highlight = tuple(word for word in re.split(r"[\s,]+", config.highlight) if word)
-    return Settings(host=config.host, port=config.port, nick=nick, secret=config.secret, highlight=highlight)
+    return Settings(
+        host=config.host, port=config.port, nick=nick, secret=config.secret, highlight=highlight, logs=config.logs
+    )
 
 
 def login_nick(user: str | None = None) -> str:

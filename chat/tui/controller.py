@@ -24,6 +24,7 @@ import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from chat.client import (
     Client,
@@ -47,12 +48,14 @@ from chat.protocol.names import DEFAULT_MAX_TEXT_CHARS, fold
 from chat.tui.actions import HISTORY_PAGE, CommandActions
 from chat.tui.commands import CommandTable, Text, UnknownCommand, parse
 from chat.tui.files import FileTransfers
+from chat.tui.logs import ConversationLogs
 from chat.tui.model import (
     ACTION_PREFIX,
     ChatModel,
     Conversation,
     Delivery,
     Kind,
+    Line,
     LineKind,
     LinkState,
     split_long,
@@ -107,6 +110,7 @@ class Settings:
     # are split at this one
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     highlight: tuple[str, ...] = ()  # words that count as a mention besides the nick ([client] highlight)
+    logs: bool = False  # conversation logs on disk ([client] logs; chat.tui.logs)
 
 
 class Controller:
@@ -130,6 +134,10 @@ class Controller:
         self.table = table
         self.actions = CommandActions(self)
         self.files = FileTransfers(self)
+        self.logs: ConversationLogs | None = None
+        if settings.logs:
+            name = f"{quote(settings.host, safe='')}-{settings.port}-{quote(fold(settings.nick), safe='')}"
+            self.logs = ConversationLogs(store.directory / "logs" / name)
         self.clock = clock
         self.nick = settings.nick  # the nick to log in with; /nick changes it while logged out
         self.client: Client | None = None
@@ -404,6 +412,8 @@ class Controller:
             self._typing_redraw = loop.call_later(TYPING_SHOWN_SECONDS + 0.1, self.ui.refresh)
         elif isinstance(event, QuickMessage):
             added = self.model.add_quick(event)
+            if added is not None:
+                self._log(added.conversation, added.line)
             if added is not None and added.bell:
                 self._ring()
         else:
@@ -415,9 +425,15 @@ class Controller:
             key = fold(message.room)
             live = key not in self._replaying and message.id > self._replayed.get(key, 0)
         added = self.model.add_message(message, live=live)
+        if added is not None and (live or not added.new):
+            self._log(added.conversation, added.line)
         if added is not None and added.bell:
             self._ring()
         self.schedule_save()
+
+    def _log(self, conversation: Conversation, line: Line) -> None:
+        if self.logs is not None:
+            self.logs.write(conversation, line)
 
     def _ring(self) -> None:
         now = self.clock()
@@ -512,7 +528,9 @@ class Controller:
             if not self.quitting:  # when quitting it is kept as unsent and said again on the next run
                 self.model.fail(conversation, cid, f"the connection ended ({exc.reason})")
             return
-        self.model.add_message(message)
+        added = self.model.add_message(message)
+        if added is not None:
+            self._log(added.conversation, added.line)
         self.schedule_save()
 
     def _drop_if_nobody(
@@ -550,7 +568,10 @@ class Controller:
             except ClientClosed as exc:
                 self.model.fail(target, cid, f"the connection ended ({exc.reason})")
                 return
+            line = target.pending(cid)
             self.model.quick_acknowledged(target, cid, receipt.via)
+            if line is not None:
+                self._log(target, line)
 
         self.spawn(send())
 
@@ -684,6 +705,8 @@ class Controller:
         self.quitting = True
         self._retry.set()
         self.save_now()
+        if self.logs is not None:
+            self.logs.close()
         client = self.client
         if client is not None:
             try:
