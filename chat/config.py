@@ -76,6 +76,8 @@ class ClientConfig(_Section):
     nick: str = ""
     secret: str = ""
     scripts: str = ""  # comma-separated script names read as usual besides Latin and the nick's (chat/tui/render.py)
+    highlight: str = ""  # the terminal client: words (blanks or commas between) that count as a mention
+    logs: bool = False  # the terminal client: plain-text conversation logs in its state folder
 
 
 class Config(_Section):

@@ -20,12 +20,13 @@ from prompt_toolkit.input.base import PipeInput
 from prompt_toolkit.output import DummyOutput
 
 from chat.client import Client, Message, connect
+from chat.client.events import Typing
 from chat.config import config_with
 from chat.protocol.messages import QuickMessage
 from chat.server.app import ChatServer
 from chat.tui.app import ChatApp
 from chat.tui.controller import Settings
-from chat.tui.layout import member_list
+from chat.tui.layout import member_list, typing_text
 from chat.tui.model import Conversation, Delivery, Kind, LineKind, LinkState
 from chat.tui.render import FOREIGN_MARK, FOREIGN_STYLE, cell_width
 from chat.tui.state import StateStore
@@ -116,9 +117,23 @@ async def start_tui(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Tui
     with contextlib.ExitStack() as stack:
 
         async def start(
-            server: ChatServer, nick: str = "alice", *, state: Path | None = None, wait_joined: bool = True
+            server: ChatServer,
+            nick: str = "alice",
+            *,
+            state: Path | None = None,
+            wait_joined: bool = True,
+            highlight: tuple[str, ...] = (),
+            logs: bool = False,
         ) -> Tui:
-            settings = Settings(host="127.0.0.1", port=server.port, nick=nick, backoff_initial=0.05, backoff_max=0.2)
+            settings = Settings(
+                host="127.0.0.1",
+                port=server.port,
+                nick=nick,
+                backoff_initial=0.05,
+                backoff_max=0.2,
+                highlight=highlight,
+                logs=logs,
+            )
             store = StateStore(state or tmp_path / f"state-{nick}")
             pipe = stack.enter_context(create_pipe_input())
             output = RecordingOutput()
@@ -213,7 +228,7 @@ async def test_commands_join_list_who_away_me_nick_and_part(
     await alice.wait_for(lambda: alice.model.current.name == "dev" and alice.model.current.joined, "joining dev")
     alice.type("/list" + ENTER)
     await alice.wait_for(lambda: any("lobby  2 members" in t for t in alice.texts("dev")), "the room list")
-    assert any("dev  1 member" in t for t in alice.texts("dev"))
+    assert any("dev    1 member" in t for t in alice.texts("dev"))
     alice.type("/away lunch" + ENTER)
     await alice.wait_for(lambda: "you are away: lunch" in alice.texts("dev"), "away")
     members = await bob.who("lobby")
@@ -495,11 +510,286 @@ async def test_quick_messages_and_nudges_show_how_they_were_delivered(
     assert private.lines[-1].nudge and alice.output.bells == 1
 
     alice.type("/nudge nobody" + ENTER)
-    await alice.wait_for(lambda: alice.model.current.name == "nobody", "the conversation with nobody")
-    refused = alice.model.current.lines[-1]
-    await alice.wait_for(lambda: refused.delivery is Delivery.FAILED, "the refusal")
-    assert refused.reason is not None and refused.reason.startswith("no_such_nick")
-    assert any("[nudge] nudge ✗ not delivered:" in row for row in alice.screen())
+    await alice.wait_for(lambda: any("nudge to nobody not sent" in row for row in alice.screen()), "the refusal")
+    assert alice.model.current.name == "lobby" and alice.model.find(Kind.PRIVATE, "nobody") is None
+    assert "nudge to nobody not sent: no_such_nick: nobody has that nick" in alice.texts()
+
+    bob_is_gone = alice.conversation("bob", Kind.PRIVATE)
+    await bob.quit()
+    alice.type("/quick bob still there?" + ENTER)
+    await alice.wait_for(lambda: bob_is_gone.lines[-1].text == "still there?", "the quick message")
+    refused = bob_is_gone.lines[-1]
+    await alice.wait_for(lambda: refused.delivery is Delivery.FAILED, "the refusal of an offline nick")
+    assert refused.reason is not None and refused.reason.startswith("nick_offline")
+    assert refused.reason.count("nick_offline") == 1, refused.reason
+    assert any("[quick] still there? ✗ not delivered:" in row for row in alice.screen())
+
+
+async def test_a_private_message_from_someone_new_while_away_opens_a_conversation_marked_unread(
+    server: ChatServer, start_tui: TuiFactory, bob: Client, tmp_path: Path
+) -> None:
+    state = tmp_path / "erin-state"
+    erin = await start_tui(server, "erin", state=state)
+    assert await erin.quit() == 0
+    sent = await bob.say("hello", to="erin")  # nobody ever wrote to erin: no private conversation was open
+    again = await start_tui(server, "erin", state=state)
+    await again.wait_for(lambda: "hello" in again.texts("bob", Kind.PRIVATE), "the message sent while away")
+    private = again.conversation("bob", Kind.PRIVATE)
+    unread = private.first_unread_index()
+    assert unread is not None and private.lines[unread].text == "hello", "the unread marker is above it"
+    assert private.unread == 1
+    assert await again.quit() == 0
+    saved = StateStore(state).load("127.0.0.1", server.port, "erin")
+    assert saved.private == sent.id and saved.private_peers == ["bob"]
+
+
+async def test_irc_room_names_with_a_hash_are_taken_as_the_room(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    alice.type("/join #ops" + ENTER)
+    await alice.wait_for(lambda: alice.model.current.name == "ops" and alice.model.current.joined, "joining ops")
+    assert sorted((await bob.join("ops")).members) == ["alice", "bob"]
+    alice.type("/who #lobby" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("lobby: 2 member(s)") for t in alice.texts("ops")), "who #lobby")
+    alice.type("/topic" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("ops has no topic") for t in alice.texts("ops")), "the topic")
+    alice.type("/part #ops" + ENTER)
+    await alice.wait_for(lambda: alice.model.find(Kind.ROOM, "ops") is None, "parting ops")
+
+
+async def test_a_line_over_the_text_limit_is_sent_as_several_messages_cut_at_blanks(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    words = [f"word{n:04d}" for n in range(460)]  # 9 characters each: 4,139 with the blanks
+    alice.type(" ".join(words) + ENTER)
+    first, second = await next_message(bob), await next_message(bob)
+    assert len(first.text) <= 4000 and len(second.text) <= 4000
+    assert first.text.split(" ") + second.text.split(" ") == words, "cut between words, nothing lost"
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: [line.delivery for line in lobby.lines[-2:]] == [Delivery.ACKED] * 2, "both acked")
+    assert any("sent as 2 messages" in t for t in alice.texts())
+
+
+async def test_end_and_ctrl_end_jump_to_the_newest_line(server: ChatServer, start_tui: TuiFactory, bob: Client) -> None:
+    for n in range(60):
+        await bob.say(f"line {n}", room="lobby")
+    alice = await start_tui(server)
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: "line 59" in alice.texts() and not alice.app.pane.at_top, "the replay drawn")
+    alice.type(PAGE_UP + PAGE_UP)
+    await alice.wait_for(lambda: lobby.scroll > 0, "scrolled up")
+    alice.type("\x1b[1;5F")  # Ctrl-End
+    await alice.wait_for(lambda: lobby.scroll == 0, "Ctrl-End: the newest line")
+    alice.type(PAGE_UP)
+    await alice.wait_for(lambda: lobby.scroll > 0, "scrolled up again")
+    alice.type("draft" + "\x1b[H")  # Home: the cursor leaves the end of the line
+    alice.type("\x1b[F")  # End: the end of the input line first
+    await alice.wait_for(lambda: alice.app.buffer.cursor_position == 5, "End in the input line")
+    assert lobby.scroll > 0
+    alice.type("\x1b[F")  # End again, at the end already: the newest line
+    await alice.wait_for(lambda: lobby.scroll == 0, "End: the newest line")
+
+
+async def test_a_command_typed_while_scrolled_up_answers_in_view(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    for n in range(60):
+        await bob.say(f"line {n}", room="lobby")
+    alice = await start_tui(server)
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: "line 59" in alice.texts() and not alice.app.pane.at_top, "the replay drawn")
+    alice.type(PAGE_UP)
+    await alice.wait_for(lambda: lobby.scroll > 0, "scrolled up")
+    alice.type("/frobnicate" + ENTER)
+    await alice.wait_for(lambda: any("unknown command /frobnicate" in row for row in alice.screen()), "the answer")
+    assert lobby.scroll == 0
+
+
+async def test_a_private_conversation_follows_its_peers_nick_and_finds_them_back_under_the_old_one(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    await bob.say("hi", to="alice")
+    await alice.wait_for(lambda: alice.texts("bob", Kind.PRIVATE) == ["hi"], "bob's message")
+    await bob.change_nick("robert")
+    await alice.wait_for(lambda: alice.model.find(Kind.PRIVATE, "robert") is not None, "the conversation renamed")
+    assert alice.model.find(Kind.PRIVATE, "bob") is None
+    assert "bob is now known as robert" in alice.texts("robert", Kind.PRIVATE)
+    alice.type("\x1b2" + "still there?" + ENTER)  # Alt-2: the private conversation, now with robert
+    received = await next_message(bob, "still there?")
+    assert received.to == "robert"
+    await bob.quit()
+    async with connect("127.0.0.1", server.port, nick="bob") as back:  # back under the older nick
+        await back.say("it's me again", to="alice")
+        await alice.wait_for(lambda: "it's me again" in alice.texts("bob", Kind.PRIVATE), "the same conversation")
+    assert [c.name for c in alice.model.conversations if c.kind is Kind.PRIVATE] == ["bob"]
+
+
+async def test_messages_to_a_nick_nobody_has_leave_no_conversation_and_say_why_once(
+    server: ChatServer, start_tui: TuiFactory
+) -> None:
+    alice = await start_tui(server)
+    alice.type("/msg nosuchnick hi" + ENTER)
+    await alice.wait_for(lambda: any("to nosuchnick not sent" in t for t in alice.texts()), "the refusal in lobby")
+    alice.type("/quick nobody hi" + ENTER)
+    await alice.wait_for(lambda: any("to nobody not sent" in t for t in alice.texts()), "the quick refusal")
+    assert [c.name for c in alice.model.conversations] == ["lobby"]
+    assert alice.model.current.name == "lobby"
+    refusal = next(t for t in alice.texts() if "to nobody not sent" in t)
+    assert refusal.count("no_such_nick") == 1, refusal
+
+
+async def test_the_room_list_is_in_aligned_columns(server: ChatServer, start_tui: TuiFactory, bob: Client) -> None:
+    for room in ("a", "a-much-longer-room"):
+        await bob.join(room)
+    others = [await connect("127.0.0.1", server.port, nick=f"user{n}") for n in range(10)]
+    try:
+        for other in others:
+            await other.join("a")
+        alice = await start_tui(server)
+        alice.type("/list" + ENTER)
+        await alice.wait_for(lambda: any("a-much-longer-room" in t for t in alice.texts()), "the room list")
+        rows = [t for t in alice.texts() if t.endswith(("member", "members"))]
+        assert len(rows) == 3
+        counts = {cell_width(row[: row.index(" member")]) for row in rows}
+        assert len(counts) == 1, f"the counts do not end in one column: {rows}"
+        assert any(row.startswith("  a   ") and row.endswith(" 11 members") for row in rows), rows
+    finally:
+        for other in others:
+            await other.close()
+
+
+async def test_alt_a_jumps_to_the_next_active_conversation_mentions_first_and_close_closes(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    for room in ("dev", "ops"):
+        alice.type(f"/join {room}" + ENTER)
+        await alice.wait_for(lambda r=room: alice.model.current.name == r and alice.model.current.joined, room)
+        await bob.join(room)
+    alice.type("\x1b1")  # Alt-1: lobby
+    await alice.wait_for(lambda: alice.model.current.name == "lobby", "lobby")
+    await bob.say("just talk", room="dev")
+    await bob.say("alice: need you", room="ops")
+    ops, dev = alice.conversation("ops"), alice.conversation("dev")
+    await alice.wait_for(lambda: ops.mentioned and dev.unread == 1, "activity in dev and ops")
+    assert [number for number, _ in alice.model.activity()] == [2, 3]
+    alice.type("\x1ba")  # Alt-A: the mention first
+    await alice.wait_for(lambda: alice.model.current is ops, "Alt-A to ops")
+    alice.type("\x1ba")
+    await alice.wait_for(lambda: alice.model.current is dev, "Alt-A to dev")
+    alice.type("/close" + ENTER)
+    await alice.wait_for(lambda: alice.model.find(Kind.ROOM, "dev") is None, "dev closed")
+    assert "dev" not in [r.room for r in (await bob.rooms()).rooms if r.members == 2]
+
+
+async def test_ignore_hides_a_nicks_messages_and_is_kept_for_the_next_run(
+    server: ChatServer, start_tui: TuiFactory, bob: Client, tmp_path: Path
+) -> None:
+    state = tmp_path / "alice-state"
+    alice = await start_tui(server, state=state)
+    alice.type("/ignore bob" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("ignoring bob") for t in alice.texts()), "ignoring bob")
+    async with connect("127.0.0.1", server.port, nick="carol") as carol:
+        await carol.join("lobby")
+        await bob.say("spam in the room", room="lobby")
+        await bob.say("spam to you", to="alice")
+        await carol.say("after the spam", room="lobby")  # the server sends it after bob's
+        await alice.wait_for(lambda: "after the spam" in alice.texts(), "carol's message")
+    assert "spam in the room" not in alice.texts() and alice.model.find(Kind.PRIVATE, "bob") is None
+    assert await alice.quit() == 0
+    again = await start_tui(server, state=state)
+    assert "bob" in again.model.ignored.values()
+    assert "spam in the room" not in again.texts(), "not in the join replay either"
+    again.type("/unignore bob" + ENTER)
+    await again.wait_for(lambda: "bob is no longer ignored" in again.texts(), "unignored")
+    await bob.say("heard again", room="lobby")
+    await again.wait_for(lambda: "heard again" in again.texts(), "bob's message shown")
+
+
+async def test_find_lists_the_loaded_lines_that_contain_a_text(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    for text in ("deploy at noon", "lunch?", "the DEPLOY failed", "fixed"):
+        await bob.say(text, room="lobby")
+    await alice.wait_for(lambda: "fixed" in alice.texts(), "bob's messages")
+    alice.type("/find deploy" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("2 line(s) contain 'deploy'") for t in alice.texts()), "found")
+    found = [t for t in alice.texts() if t.startswith("  ") and "bob:" in t]
+    assert [t.split("bob: ")[1] for t in found] == ["deploy at noon", "the DEPLOY failed"]
+    alice.type("/find nothing-like-this" + ENTER)
+    await alice.wait_for(lambda: any(t.startswith("no line here contains") for t in alice.texts()), "nothing")
+
+
+async def next_typing(client: Client) -> Typing:
+    async with asyncio.timeout(WAIT):
+        while True:
+            event = await client.recv()
+            if isinstance(event, Typing):
+                return event
+
+
+async def test_a_typing_line_shows_who_types_here_and_our_typing_is_told(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server)
+    await alice.wait_for(lambda: (alice.model.udp_status or "").endswith(" ms"), "the UDP round trip")
+    await bob.wait_udp(timeout=WAIT)
+    assert bob.typing(room="lobby")
+    await alice.wait_for(lambda: typing_text(alice.model) == "bob is typing…", "bob typing")
+    await bob.say("done typing", room="lobby")
+    await alice.wait_for(lambda: "done typing" in alice.texts() and typing_text(alice.model) == "", "the line gone")
+    alice.type("hel")
+    notice = await next_typing(bob)
+    assert (notice.sender, notice.room) == ("alice", "lobby")
+
+
+async def test_highlight_words_from_the_config_count_as_mentions(
+    server: ChatServer, start_tui: TuiFactory, bob: Client
+) -> None:
+    alice = await start_tui(server, highlight=("deploy", "outage"))
+    alice.type("/join dev" + ENTER)
+    await alice.wait_for(lambda: alice.model.current.name == "dev" and alice.model.current.joined, "dev")
+    await bob.say("the DEPLOY is done", room="lobby")
+    await bob.say("redeploy later", room="lobby")  # not the word on its own
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(lambda: "redeploy later" in alice.texts(), "bob's messages")
+    assert [line.mention for line in lobby.lines if line.sender == "bob"] == [True, False]
+    assert lobby.mentioned and alice.output.bells == 1
+    alice.type("\x1b1")
+    await alice.wait_for(lambda: alice.model.current is lobby, "lobby shown")
+    rows = alice.app.pane.create_content(alice.pane_width, alice.app.pane.height)
+    styled = [f for i in range(rows.line_count) for f in rows.get_line(i) if "class:mention" in f[0].split()]
+    assert [f[1] for f in styled] == ["DEPLOY"]
+
+
+async def test_conversation_logs_on_request_hold_each_message_once_made_safe(
+    server: ChatServer, start_tui: TuiFactory, bob: Client, tmp_path: Path
+) -> None:
+    state = tmp_path / "alice-state"
+    alice = await start_tui(server, state=state, logs=True)
+    await bob.say("logged line", room="lobby")
+    await bob.say("private\nand \u202eodd", to="alice")
+    alice.type("mine" + ENTER)
+    await next_message(bob, "mine")
+    lobby = alice.conversation("lobby")
+    await alice.wait_for(
+        lambda: lobby.lines[-1].delivery is Delivery.ACKED and alice.texts("bob", Kind.PRIVATE), "all shown"
+    )
+    assert await alice.quit() == 0
+    await bob.say("while away", room="lobby")
+    again = await start_tui(server, state=state, logs=True)
+    await again.wait_for(lambda: "while away" in again.texts(), "the missed message")
+    assert await again.quit() == 0
+    folder = state / "logs" / f"127.0.0.1-{server.port}-alice"
+    room_log = (folder / "room-lobby.log").read_text().splitlines()
+    assert [line[20:] for line in room_log] == ["<bob> logged line", "<alice> mine", "<bob> while away"]
+    private_log = (folder / "private-bob.log").read_text()
+    assert private_log[20:] == "<bob> private\n\tand <U+202E>odd\n"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
 
 
 async def test_a_nick_in_a_script_the_viewer_does_not_read_is_marked_on_screen(

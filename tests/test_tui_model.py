@@ -10,6 +10,7 @@ from chat.tui.model import (
     Kind,
     LineKind,
     find_mentions,
+    split_long,
 )
 
 NOW = 1_764_607_200.0
@@ -316,3 +317,12 @@ def test_files_are_found_by_a_unique_start_of_their_fid() -> None:
     assert [info.name for info in m.files_matching("6C")] == ["b", "a"]
     assert [info.name for info in m.files_matching("6c1")] == ["a"]
     assert m.files_matching("") == [] and m.files_matching("ff") == []
+
+
+def test_a_long_text_is_split_at_blanks_and_a_long_word_between_grapheme_clusters() -> None:
+    assert split_long("aaa bbb ccc", 7) == ["aaa bbb", "ccc"]
+    assert split_long("short", 10) == ["short"]
+    family = "👨\u200d👩\u200d👧\u200d👦"  # 7 code points, one cluster
+    pieces = split_long("x" * 5 + family * 2, 12)
+    assert pieces == ["x" * 5 + family, family]
+    assert all(len(piece) <= 12 for piece in pieces)

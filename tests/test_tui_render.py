@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 
+import wcwidth
 from hypothesis import given
 from hypothesis import strategies as st
+from prompt_toolkit.layout import Window
+from prompt_toolkit.layout.mouse_handlers import MouseHandlers
+from prompt_toolkit.layout.screen import Screen, WritePosition
 
 from chat.protocol.messages import FileInfo
-from chat.tui.layout import conversation_list
+from chat.tui.layout import ClusterTextControl, conversation_list
 from chat.tui.model import ChatModel, Delivery, Line, LineKind
 from chat.tui.render import (
     FOREIGN_MARK,
@@ -235,3 +239,71 @@ def test_the_room_list_marks_a_room_name_in_a_script_the_viewer_does_not_read() 
     reader = ChatModel("alice", "server", lambda: TS, scripts=["Cyrillic"])
     reader.open_room("\u043b\u043e\u0431\u0431\u0438")
     assert FOREIGN_MARK not in "".join(fragment[1] for fragment in conversation_list(reader, lambda c: None))
+
+
+FAMILY, THUMB, FLAG, ACUTE_X = "👨\u200d👩\u200d👧\u200d👦", "👍🏽", "🇩🇪", "x\u0301"  # x with an acute: no NFC form
+ENGLAND = "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
+
+
+def test_width_is_measured_by_grapheme_cluster() -> None:
+    assert [cell_width(text) for text in (FAMILY, THUMB, FLAG, ACUTE_X, ENGLAND)] == [2, 2, 2, 1, 2]
+    assert cell_width(f"a{FAMILY}b{ACUTE_X}") == 5
+
+
+def test_fit_cuts_between_clusters_never_inside_one() -> None:
+    assert fit(f"ab{FAMILY}cd", 4) == "ab+ "  # the family does not fit before the mark: it is left out whole
+    assert fit(f"{FAMILY}{THUMB}{FLAG}", 5) == f"{FAMILY}{THUMB}+"
+    assert fit(f"{ACUTE_X}{FLAG}", 3) == f"{ACUTE_X}{FLAG}"
+    assert cell_width(fit(f"x{FAMILY}" * 5, 9, right=True)) == 9
+
+
+def test_emoji_sequences_and_combining_marks_wrap_whole_and_keep_the_text_column() -> None:
+    text = "".join([FAMILY, THUMB, "a", FLAG, ACUTE_X] * 12)  # one long word: broken between clusters
+    width = PREFIX_WIDTH + 25
+    rows = render_line(Line(LineKind.MESSAGE, text, TS, sender="bob"), width, "alice", local=time.gmtime)
+    assert len(rows) > 1
+    clusters = {FAMILY, THUMB, FLAG, ACUTE_X, "a"}
+    for row in rows:
+        body = text_of(row)[PREFIX_WIDTH:]
+        assert set(wcwidth.iter_graphemes(body)) <= clusters, f"a cluster was cut: {body!r}"
+        assert row_width(row) <= width and wcwidth.width(text_of(row)) <= width
+        assert text_of(row)[:PREFIX_WIDTH].endswith(" │ ")
+
+
+def test_invisible_characters_are_shown_one_way_and_joiners_only_where_they_join() -> None:
+    assert visible("a\u200bb") == "a<U+200B>b"
+    assert visible("a\u200db") == "a<U+200D>b"  # a joiner between ASCII letters joins nothing
+    assert visible("\u200d") == "<U+200D>" and visible("x\u200c") == "x<U+200C>"
+    assert visible("\u3164") == "<U+3164>"  # Hangul filler: a letter that draws nothing
+    assert visible("a\u2060b\u00adc") == "a<U+2060>b<U+00AD>c"
+    for text in (FAMILY, "👩\u200d💻 ok", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", ENGLAND, THUMB, FLAG):
+        assert visible(text) == text
+    assert visible("x\U000e0067") == "x<U+E0067>"  # a tag character outside a flag
+
+
+def test_prompt_toolkit_lays_a_cluster_out_as_one_cell_of_its_width() -> None:
+    text = f"{FAMILY}|{THUMB}|{FLAG}|{ACUTE_X}|end"
+    window = Window(ClusterTextControl(lambda: [("", text)]))
+    screen = Screen()
+    window.write_to_screen(screen, MouseHandlers(), WritePosition(0, 0, 40, 1), "", erase_bg=False, z_index=None)
+    row = screen.data_buffer[0]
+    drawn = [(x, row[x].char) for x in range(40) if row[x].char]
+    assert drawn[:11] == [
+        (0, FAMILY), (2, "|"), (3, THUMB), (5, "|"), (6, FLAG), (8, "|"), (9, ACUTE_X), (10, "|"),
+        (11, "e"), (12, "n"), (13, "d"),
+    ]  # fmt: skip
+
+
+def test_a_narrow_pane_drops_the_time_and_shrinks_the_nick_column_instead_of_a_sliver_of_text() -> None:
+    line = Line(LineKind.MESSAGE, "the quick brown fox jumps over the lazy dog", TS, sender="bartholomew")
+    for width in (38, 30, 24, 16, 12):
+        rows = render_line(line, width, "alice", local=time.gmtime)
+        assert all(row_width(row) <= width for row in rows), width
+        texts = [text_of(row) for row in rows]
+        column = texts[0].index(" │ ") + 3
+        assert all(text.index(" │ ") + 3 == column for text in texts), f"the text column moves at {width}"
+        assert width - column >= width // 2, f"the text gets less than half of {width} cells"
+        assert " ".join(text[column:] for text in texts) == line.text, "nothing is cut"
+    assert text_of(render_line(line, 30, "alice", local=time.gmtime)[0]).startswith("barth+ │ the quick")
+    wide = render_line(line, 80, "alice", local=time.gmtime)
+    assert text_of(wide[0])[TIME_WIDTH:].startswith(" bartholom+ │ the quick")

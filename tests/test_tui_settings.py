@@ -50,3 +50,16 @@ def test_without_a_nick_the_login_name_is_made_into_one() -> None:
     assert login_nick("\u0301ana") == "ana"
     assert login_nick("a" * 40) == "a" * 32
     assert login_nick("+++") == "guest"
+
+
+def test_highlight_words_come_from_the_client_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.toml").write_text('[client]\nnick = "carol"\nhighlight = "deploy, outage  db"\n')
+    assert settings_for([]).highlight == ("deploy", "outage", "db")
+    assert settings_for([], {"CHAT_CLIENT_HIGHLIGHT": "oncall"}).highlight == ("oncall",)
+
+
+def test_conversation_logs_are_off_unless_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert settings_for(["--nick", "carol"]).logs is False
+    assert settings_for(["--nick", "carol"], {"CHAT_CLIENT_LOGS": "true"}).logs is True

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import TYPE_CHECKING
 
 from chat.client import ServerError
 from chat.protocol.messages import FileInfo
 from chat.protocol.names import fold, name_problem, nfc
-from chat.tui.commands import Command, usage
+from chat.tui.commands import Command, room_name, usage
 from chat.tui.model import ACTION_PREFIX, Conversation, Kind, LineKind
 from chat.tui.paths import default_download_dir, expand, sendable
-from chat.tui.render import short_fid
+from chat.tui.render import cell_width, fit, short_fid, visible
 
 if TYPE_CHECKING:
     from chat.tui.controller import Controller
@@ -24,13 +25,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger("chat.tui")
 
 HISTORY_PAGE = 50
+FIND_SHOWN = 20  # /find lists at most this many lines, the newest
+FIND_TEXT_CHARS = 100  # of each line's text
 HISTORY_LIMIT = 100  # PROTOCOL.md 2.5: history_limit
 NUDGE_TEXT = "nudge"
 FULL_FID = re.compile(r"[0-9a-f]{32}")  # PROTOCOL.md 5.1: a fid is 32 hex digits chosen by the server
 MAX_AMBIGUOUS_SHOWN = 5
 HELP_KEYS = (
     "Enter send · Alt-Enter or Ctrl-J new line · Tab complete · Up/Down input history",
-    "PageUp/PageDown or the mouse wheel scroll · Ctrl-N/Ctrl-P or Alt-1..9 switch conversation",
+    "PageUp/PageDown or the mouse wheel scroll, Ctrl-End (or End on an empty line) to the newest line",
+    "Ctrl-N/Ctrl-P or Alt-1..9 switch conversation · Alt-A the next with activity (mentions first)",
     "Ctrl-C clears the input line; on an empty line it cancels the newest /send or /get",
     "Ctrl-D on an empty line or /quit leave · a line starting with // sends a text starting with /",
 )
@@ -70,7 +74,8 @@ class CommandActions:
     # --- the commands --------------------------------------------------------------------------------------------
 
     def _join(self, conversation: Conversation, command: Command) -> None:
-        room, _ = command.split()
+        typed, _ = command.split()
+        room = room_name(typed)
         if self._name_problem(room, "room name", "join"):
             return
         existing = self.model.find(Kind.ROOM, room)
@@ -86,7 +91,8 @@ class CommandActions:
         controller.spawn(join())
 
     def _part(self, conversation: Conversation, command: Command) -> None:
-        name, _ = command.split()
+        typed, _ = command.split()
+        name = room_name(typed)
         target = self.model.find(Kind.ROOM, name) if name else conversation
         if target is None:
             self.model.notice(f"you are not in {name}", kind=LineKind.ERROR)
@@ -118,21 +124,34 @@ class CommandActions:
                 model.notice("no rooms on the server", conversation)
                 return
             model.notice(f"{len(answer.rooms)} room(s) on the server:", conversation)
-            for info in answer.rooms:
+            names = [visible(info.room) for info in answer.rooms]
+            name_width = max(cell_width(name) for name in names)
+            count_width = max(len(str(info.members)) for info in answer.rooms)
+            for info, name in zip(answer.rooms, names, strict=True):
                 model.known_rooms[fold(info.room)] = info.room
-                members = "1 member" if info.members == 1 else f"{info.members} members"
-                model.notice(f"  {info.room}  {members}", conversation)
+                members = "member" if info.members == 1 else "members"
+                model.notice(f"  {fit(name, name_width)}  {info.members:>{count_width}} {members}", conversation)
 
         controller.spawn(list_rooms())
+
+    def _topic(self, conversation: Conversation, command: Command) -> None:
+        typed, text = command.split()
+        room = room_name(typed) or (conversation.name if conversation.kind is Kind.ROOM else "")
+        if not room:
+            self._usage("topic")
+            return
+        # PROTOCOL.md has no topic yet: say so rather than pretend one was set
+        change = " (and cannot be set)" if text.strip() else ""
+        self.model.notice(f"{room} has no topic: rooms on this server have none yet{change}", conversation)
 
     def _msg(self, conversation: Conversation, command: Command) -> None:
         nick, text = command.split()
         if self._name_problem(nick, "nick", "msg"):
             return
-        target = self.model.open_private(nick)
+        target = self.model.private_for(nick)
         self.ui.show(target)
         if text.strip():
-            self.controller.say(target, text)
+            self.controller.say(target, text, origin=conversation)
 
     def _me(self, conversation: Conversation, command: Command) -> None:
         if not command.args.strip():
@@ -180,7 +199,8 @@ class CommandActions:
         controller.spawn(away())
 
     def _who(self, conversation: Conversation, command: Command) -> None:
-        room, _ = command.split()
+        typed, _ = command.split()
+        room = room_name(typed)
         if not room:
             if conversation.kind is not Kind.ROOM:
                 self._usage("who")
@@ -206,12 +226,12 @@ class CommandActions:
         if not text.strip():
             self._usage("quick")
         elif not self._name_problem(nick, "nick", "quick"):
-            self.controller.send_quick(nick, text, nudge=False)
+            self.controller.send_quick(nick, text, nudge=False, origin=conversation)
 
     def _nudge(self, conversation: Conversation, command: Command) -> None:
         nick, _ = command.split()
         if not self._name_problem(nick, "nick", "nudge"):
-            self.controller.send_quick(nick, NUDGE_TEXT, nudge=True)
+            self.controller.send_quick(nick, NUDGE_TEXT, nudge=True, origin=conversation)
 
     def _send(self, conversation: Conversation, command: Command) -> None:
         words = command.words()
@@ -273,6 +293,50 @@ class CommandActions:
             f"no file {typed} in the conversations here; Tab after /get lists the files seen", kind=LineKind.ERROR
         )
         return None
+
+    def _ignore(self, conversation: Conversation, command: Command) -> None:
+        nick, _ = command.split()
+        if not nick:
+            ignored = sorted(self.model.ignored.values(), key=fold)
+            self.model.notice(f"ignored: {', '.join(ignored)}" if ignored else "nobody is ignored")
+            return
+        if self._name_problem(nick, "nick", "ignore"):
+            return
+        if self.model.is_own(nick):
+            self.model.notice("you cannot ignore yourself", kind=LineKind.ERROR)
+            return
+        self.model.ignored[fold(nick)] = nick
+        self.model.notice(f"ignoring {nick}: their messages are not shown (/unignore {nick} to undo)")
+        self.controller.save_now()
+
+    def _unignore(self, conversation: Conversation, command: Command) -> None:
+        nick, _ = command.split()
+        if self._name_problem(nick, "nick", "unignore"):
+            return
+        if self.model.ignored.pop(fold(nick), None) is None:
+            self.model.notice(f"{nick} is not ignored", kind=LineKind.ERROR)
+            return
+        self.model.notice(f"{nick} is no longer ignored")
+        self.controller.save_now()
+
+    def _find(self, conversation: Conversation, command: Command) -> None:
+        text = command.args.strip()
+        if not text:
+            self._usage("find")
+            return
+        found = self.model.find_lines(conversation, text)
+        if not found:
+            self.model.notice(f"no line here contains {text!r} (/history loads older ones)", conversation)
+            return
+        shown = found[-FIND_SHOWN:]
+        more = f", the last {len(shown)}" if len(found) > len(shown) else ""
+        self.model.notice(f"{len(found)} line(s) contain {text!r}{more}:", conversation)
+        for line in shown:
+            when = time.strftime("%d %b %H:%M", time.localtime(line.ts))
+            body = line.text.replace("\n", " ")
+            if len(body) > FIND_TEXT_CHARS:
+                body = body[: FIND_TEXT_CHARS - 1] + "+"
+            self.model.notice(f"  {when} {line.sender}: {body}", conversation)
 
     def _history(self, conversation: Conversation, command: Command) -> None:
         count, _ = command.split()

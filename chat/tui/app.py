@@ -19,6 +19,7 @@ import getpass
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import sys
 import time
@@ -121,6 +122,9 @@ class ChatApp:
 
     def _typed(self, buffer: Buffer) -> None:
         self.model.confirm = None
+        text = buffer.text
+        if text and not text.startswith("/"):
+            self.controller.typing(self.model.current)
 
     # --- running -------------------------------------------------------------------------------------------------
 
@@ -170,7 +174,16 @@ def client_settings(args: argparse.Namespace, environ: Mapping[str, str] | None 
     if problem is not None:
         raise ConfigError(f"nick {nick!r}: {problem}")
     scripts = tuple(name.strip() for name in config.scripts.split(",") if name.strip())
-    return Settings(host=config.host, port=config.port, nick=nick, secret=config.secret, scripts=scripts)
+    highlight = tuple(word for word in re.split(r"[\s,]+", config.highlight) if word)
+    return Settings(
+        host=config.host,
+        port=config.port,
+        nick=nick,
+        secret=config.secret,
+        scripts=scripts,
+        highlight=highlight,
+        logs=config.logs,
+    )
 
 
 def login_nick(user: str | None = None) -> str:

@@ -38,9 +38,14 @@ class CommandSpec:
 
 
 COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec("join", "ROOM", "join a room (it is created if new) and show it", ("room",)),
-    CommandSpec("part", "[ROOM]", "leave the room shown, or ROOM; closes a private conversation", ("room",)),
+    CommandSpec("join", "ROOM", "join a room (it is created if new) and show it; #ROOM too", ("room",)),
+    CommandSpec(
+        "part", "[ROOM]", "leave the room shown, or ROOM; closes a private conversation", ("room",), ("close",)
+    ),
     CommandSpec("list", "", "the rooms on the server and how many are in each"),
+    CommandSpec(
+        "topic", "[ROOM]", "the topic of the room shown, or ROOM (read-only: rooms have no topics yet)", ("room",)
+    ),
     CommandSpec("msg", "NICK [TEXT]", "open a private conversation with NICK and send TEXT", ("nick",), ("query",)),
     CommandSpec("me", "TEXT", "an action: shows as `* yournick TEXT`"),
     CommandSpec("nick", "NICK", "change your nick"),
@@ -62,6 +67,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("fid", "path"),
         shell_words=True,
     ),
+    CommandSpec(
+        "ignore", "[NICK]", "hide NICK's messages (kept for the next run); without NICK, who is ignored", ("nick",)
+    ),
+    CommandSpec("unignore", "NICK", "show NICK's messages again", ("nick",)),
+    CommandSpec("find", "TEXT", "the lines of this conversation (as loaded) that contain TEXT, ignoring case"),
     CommandSpec("history", "[N]", "load N older messages of this conversation (default 50)"),
     CommandSpec("clear", "", "clear the message pane of this conversation"),
     CommandSpec("reconnect", "", "connect again after the login was refused or the session taken over"),
@@ -130,6 +140,11 @@ def parse(line: str, table: CommandTable) -> Command | Text | UnknownCommand:
     if spec is None:
         return UnknownCommand(match[1])
     return Command(spec.name, match[2])
+
+
+def room_name(typed: str) -> str:
+    """A room as typed, IRC's way too: `#ops` is the room `ops` (the `#` is not part of a room name here)."""
+    return typed[1:] if typed.startswith("#") and len(typed) > 1 else typed
 
 
 def split_word(text: str) -> tuple[str, str]:

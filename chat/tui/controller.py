@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from chat.client import (
     Client,
@@ -39,14 +40,26 @@ from chat.client import (
     connect,
 )
 from chat.client.cids import new_cid
+from chat.client.events import TYPING_SHOWN_SECONDS, Typing
 from chat.client.resume import Backoff
 from chat.protocol.errors import ErrorCode
 from chat.protocol.messages import QuickMessage
-from chat.protocol.names import fold
+from chat.protocol.names import DEFAULT_MAX_TEXT_CHARS, fold
 from chat.tui.actions import HISTORY_PAGE, CommandActions
 from chat.tui.commands import CommandTable, Text, UnknownCommand, parse
 from chat.tui.files import FileTransfers
-from chat.tui.model import ACTION_PREFIX, ChatModel, Conversation, Delivery, Kind, LineKind, LinkState
+from chat.tui.logs import ConversationLogs
+from chat.tui.model import (
+    ACTION_PREFIX,
+    ChatModel,
+    Conversation,
+    Delivery,
+    Kind,
+    Line,
+    LineKind,
+    LinkState,
+    split_long,
+)
 from chat.tui.state import SessionState, StateStore, UnsentSay
 
 logger = logging.getLogger("chat.tui")
@@ -56,6 +69,7 @@ BELL_INTERVAL = 2.0  # at most one bell in this many seconds, however many menti
 SAVE_DELAY = 1.0  # state is written this long after the first change, so a burst of messages is one write
 QUIT_TIMEOUT = 0.7  # /quit waits this long for the server to close, so the app exits within a second
 TICK = 0.5  # redraw interval while a countdown ("reconnecting in N s") is shown
+TYPING_EVERY = 3.0  # a typing notice at most this often per conversation (the others show one for 5 s)
 UDP_WATCH = 1.0  # how often the status bar's UDP state and round-trip time are read from the client
 
 
@@ -93,6 +107,11 @@ class Settings:
     connect_timeout: float = 10.0
     backoff_initial: float = 0.5
     backoff_max: float = 10.0
+    # PROTOCOL.md 8: the server's default text limit; the welcome does not say the server's own, so longer lines
+    # are split at this one
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    highlight: tuple[str, ...] = ()  # words that count as a mention besides the nick ([client] highlight)
+    logs: bool = False  # conversation logs on disk ([client] logs; chat.tui.logs)
 
 
 class Controller:
@@ -110,11 +129,16 @@ class Controller:
     ) -> None:
         self.settings = settings
         self.model = model
+        model.highlights = settings.highlight
         self.store = store
         self.ui = ui
         self.table = table
         self.actions = CommandActions(self)
         self.files = FileTransfers(self)
+        self.logs: ConversationLogs | None = None
+        if settings.logs:
+            name = f"{quote(settings.host, safe='')}-{settings.port}-{quote(fold(settings.nick), safe='')}"
+            self.logs = ConversationLogs(store.directory / "logs" / name)
         self.clock = clock
         self.nick = settings.nick  # the nick to log in with; /nick changes it while logged out
         self.client: Client | None = None
@@ -126,6 +150,8 @@ class Controller:
         self._replaying: set[str] = set()  # rooms joined without `since` whose replay is still arriving
         self._replayed: dict[str, int] = {}  # room -> highest id of its last join replay (history, not live)
         self._last_bell = float("-inf")
+        self._typing_redraw: asyncio.TimerHandle | None = None
+        self._typing_sent: dict[tuple[Kind, str], float] = {}  # conversation -> when we last said we type there
         self._save_pending = False
         self._ticking = False
 
@@ -188,6 +214,10 @@ class Controller:
             self._saved = self.store.load(host, port, self.nick)
             self._login_nick = self.nick
             session = self._saved.session
+            # With a token, `since` is always sent: without it the library counts every private message already
+            # stored as seen (PROTOCOL.md 3), so one sent to us while we were away would never be shown. An
+            # identity that never showed a private message has seen none of them: 0.
+            since = (self._saved.private or 0) if session else None
             self.model.set_connection(LinkState.CONNECTING, f"connecting to {host}:{port}")
             self.ui.refresh()
             try:
@@ -197,7 +227,7 @@ class Controller:
                     nick=self.nick,
                     secret=self.settings.secret or None,
                     session=session,
-                    since=self._saved.private if session else None,
+                    since=since,
                     connect_timeout=self.settings.connect_timeout,
                 )
             except LoginRefused as exc:
@@ -218,6 +248,9 @@ class Controller:
                 self.ui.refresh()
                 await self._wait_for_retry(timeout=delay)
                 continue
+            # Before the first event is read: the login's private page opens conversations with this marker.
+            self.model.private_read_marker = since
+            self.model.ignored.update((fold(nick), nick) for nick in self._saved.ignored)
             self.model.set_own_nick(client.nick)
             self.model.set_connection(LinkState.CONNECTED)
             self.ui.refresh()
@@ -266,7 +299,6 @@ class Controller:
         rooms: dict[str, str] = {}
         for name in (*self.settings.rooms, *(c.name for c in self._rooms()), *saved.open_rooms):
             rooms.setdefault(fold(name), name)
-        self.model.private_read_marker = saved.private
         for name in rooms.values():
             conversation = self.model.find(Kind.ROOM, name)
             since = saved.room_since(name)
@@ -276,12 +308,12 @@ class Controller:
         for peer in saved.private_peers:
             conversation = self.model.open_private(peer)
             if conversation.read_marker is None:
-                conversation.read_marker = saved.private
+                conversation.read_marker = saved.private or 0
             await self.load_older(conversation, CONTEXT_MESSAGES, quiet=True)
         self.spawn(self._watch_udp(client))
         unsent, saved.unsent = saved.unsent, []
         for say in unsent:
-            target = self.model.find(Kind.ROOM, say.room) if say.room else self.model.open_private(say.to or "")
+            target = self.model.find(Kind.ROOM, say.room) if say.room else self.model.private_for(say.to or "")
             if target is not None and target.pending(say.cid) is None:
                 self.say(target, say.text, cid=say.cid)
         self.ui.refresh()
@@ -372,8 +404,17 @@ class Controller:
             self.model.notice(f"the server says: {event.code}: {event.message}", kind=LineKind.ERROR)
         elif isinstance(event, ConnectionEvent):
             self._on_connection(event)
+        elif isinstance(event, Typing):
+            self.model.note_typing(event.sender, event.room, self.clock() + TYPING_SHOWN_SECONDS)
+            if self._typing_redraw is not None:
+                self._typing_redraw.cancel()
+            # the line goes when the notice expires: one redraw then (a later notice moves it)
+            loop = asyncio.get_running_loop()
+            self._typing_redraw = loop.call_later(TYPING_SHOWN_SECONDS + 0.1, self.ui.refresh)
         elif isinstance(event, QuickMessage):
             added = self.model.add_quick(event)
+            if added is not None:
+                self._log(added.conversation, added.line)
             if added is not None and added.bell:
                 self._ring()
         else:
@@ -385,9 +426,15 @@ class Controller:
             key = fold(message.room)
             live = key not in self._replaying and message.id > self._replayed.get(key, 0)
         added = self.model.add_message(message, live=live)
+        if added is not None and (live or not added.new):
+            self._log(added.conversation, added.line)
         if added is not None and added.bell:
             self._ring()
         self.schedule_save()
+
+    def _log(self, conversation: Conversation, line: Line) -> None:
+        if self.logs is not None:
+            self.logs.write(conversation, line)
 
     def _ring(self) -> None:
         now = self.clock()
@@ -430,6 +477,8 @@ class Controller:
         """An input line: a text for the conversation shown, or a command."""
         conversation = self.model.current
         conversation.history.add(line)
+        # What the user types answers at the bottom (a message, a notice, an error): show the bottom.
+        conversation.scroll = 0
         parsed = parse(line, self.table)
         if isinstance(parsed, Text):
             self.send(conversation, parsed.text)
@@ -437,39 +486,74 @@ class Controller:
             self.model.notice(f"unknown command /{parsed.name}; /help lists the commands", kind=LineKind.ERROR)
         else:
             self.actions.run(conversation, parsed)
+        self.model.current.scroll = 0
         self.ui.refresh()
 
     def send(self, conversation: Conversation, text: str) -> None:
-        """Show `text` at once as pending in `conversation` and say it; the line is marked when acknowledged."""
+        """Show `text` at once as pending in `conversation` and say it; the line is marked when acknowledged.
+        A text over the server's limit goes as several messages, cut at blanks (`split_long`)."""
         if conversation.kind is Kind.STATUS:
             self.model.notice("this is not a room: /join a room or /msg someone first", kind=LineKind.ERROR)
             return
-        self.say(conversation, text)
+        action = text.startswith(ACTION_PREFIX)
+        body = text[len(ACTION_PREFIX) :] if action else text
+        prefix = ACTION_PREFIX if action else ""
+        pieces = split_long(body, self.settings.max_text_chars - len(prefix))
+        if len(pieces) > 1:
+            self.model.notice(
+                f"a long line: sent as {len(pieces)} messages of at most {self.settings.max_text_chars} characters",
+                conversation,
+            )
+        for piece in pieces:
+            self.say(conversation, prefix + piece)
 
-    def say(self, conversation: Conversation, text: str, *, cid: str | None = None) -> None:
-        """Say `text` in a room or private conversation, shown at once as pending (see `send`)."""
+    def say(
+        self, conversation: Conversation, text: str, *, cid: str | None = None, origin: Conversation | None = None
+    ) -> None:
+        """Say `text` in a room or private conversation, shown at once as pending (see `send`). `origin`: where
+        the command that opened a private conversation was typed, shown again if the nick does not exist."""
         cid = cid or new_cid()
         self.model.add_pending(conversation, text, cid)
-        self.spawn(self._say(conversation, text, cid))
+        self.spawn(self._say(conversation, text, cid, origin))
 
-    async def _say(self, conversation: Conversation, text: str, cid: str) -> None:
+    async def _say(self, conversation: Conversation, text: str, cid: str, origin: Conversation | None) -> None:
         client = await self.client_ready()
         target = {"room": conversation.name} if conversation.kind is Kind.ROOM else {"to": conversation.name}
         try:
             message = await client.say(text, cid=cid, **target)
         except ServerError as exc:
             self.model.fail(conversation, cid, exc.message)
+            self._drop_if_nobody(conversation, exc, origin, "message")
             return
         except ClientClosed as exc:
             if not self.quitting:  # when quitting it is kept as unsent and said again on the next run
                 self.model.fail(conversation, cid, f"the connection ended ({exc.reason})")
             return
-        self.model.add_message(message)
+        added = self.model.add_message(message)
+        if added is not None:
+            self._log(added.conversation, added.line)
         self.schedule_save()
 
-    def send_quick(self, nick: str, text: str, *, nudge: bool) -> None:
+    def _drop_if_nobody(
+        self, conversation: Conversation, exc: ServerError, origin: Conversation | None, what: str
+    ) -> None:
+        """A private conversation opened for a nick nobody ever had, holding nothing but what was refused, is
+        closed (no junk entry in the list); the refusal is told where the command was typed."""
+        if conversation.kind is not Kind.PRIVATE or exc.code != ErrorCode.NO_SUCH_NICK:
+            return
+        if any(not line.own or line.delivery is not Delivery.FAILED for line in conversation.lines if line.sender):
+            return
+        self.model.close(conversation)
+        if origin is not None and origin in (*self.model.conversations, self.model.status_conversation()):
+            self.ui.show(origin)
+        else:
+            self.ui.show(self.model.current)
+        self.model.notice(f"{what} to {conversation.name} not sent: {refusal(exc)}", kind=LineKind.ERROR)
+        self.ui.refresh()
+
+    def send_quick(self, nick: str, text: str, *, nudge: bool, origin: Conversation | None = None) -> None:
         """A quick message over the UDP channel, shown in the private conversation with `nick` with its delivery."""
-        target = self.model.open_private(nick)
+        target = self.model.private_for(nick)
         self.ui.show(target)
         cid = new_cid()
         self.model.add_pending_quick(target, text, cid, nudge=nudge)
@@ -477,16 +561,35 @@ class Controller:
         async def send() -> None:
             client = await self.client_ready()
             try:
-                receipt = await client.quick(text, to=nick, nudge=nudge, cid=cid)
+                receipt = await client.quick(text, to=target.name, nudge=nudge, cid=cid)
             except ServerError as exc:
-                self.model.fail(target, cid, f"{exc.code}: {exc.message}")
+                self.model.fail(target, cid, refusal(exc))
+                self._drop_if_nobody(target, exc, origin, "nudge" if nudge else "quick message")
                 return
             except ClientClosed as exc:
                 self.model.fail(target, cid, f"the connection ended ({exc.reason})")
                 return
+            line = target.pending(cid)
             self.model.quick_acknowledged(target, cid, receipt.via)
+            if line is not None:
+                self._log(target, line)
 
         self.spawn(send())
+
+    def typing(self, conversation: Conversation) -> None:
+        """The user is typing a message in `conversation`: tell the others, at most every TYPING_EVERY seconds
+        (best effort, over UDP; nothing when there is no UDP channel)."""
+        client = self.client
+        if client is None or conversation.kind is Kind.STATUS:
+            return
+        now = self.clock()
+        if now - self._typing_sent.get(conversation.key, float("-inf")) < TYPING_EVERY:
+            return
+        self._typing_sent[conversation.key] = now
+        if conversation.kind is Kind.ROOM:
+            client.typing(room=conversation.name)
+        else:
+            client.typing(to=conversation.name)
 
     def log_in_as(self, nick: str) -> None:
         """While logged out (refused, taken over): log in again with this nick."""
@@ -543,11 +646,11 @@ class Controller:
             if conversation.highest is not None:
                 key = fold(conversation.name)
                 rooms[key] = max(rooms.get(key, 0), conversation.highest)
+        # Only what a conversation shows: the library's own highest id may count messages never drawn (a baseline,
+        # or events still queued), and this number is both the next login's `since` and the read marker.
         private = [saved.private or 0]
         private.extend(c.highest or 0 for c in self.model.conversations if c.kind is Kind.PRIVATE)
         client = self.client
-        if client is not None:
-            private.append(client.highest_id() or 0)
         unsent = []
         for conversation in self.model.conversations:
             for line in conversation.lines:
@@ -563,6 +666,7 @@ class Controller:
             open_rooms=[c.name for c in self._rooms()],
             private_peers=[c.name for c in self.model.conversations if c.kind is Kind.PRIVATE],
             unsent=unsent,
+            ignored=sorted(self.model.ignored.values(), key=fold),
         )
 
     def save_now(self) -> None:
@@ -602,6 +706,8 @@ class Controller:
         self.quitting = True
         self._retry.set()
         self.save_now()
+        if self.logs is not None:
+            self.logs.close()
         client = self.client
         if client is not None:
             try:
@@ -623,6 +729,20 @@ def udp_status(state: str, rtt: float | None) -> str:
     if state == "binding":
         return "UDP connecting"
     return "UDP off"
+
+
+_REFUSALS: dict[str, str] = {
+    ErrorCode.NO_SUCH_NICK: "nobody has that nick",
+    ErrorCode.NICK_OFFLINE: "not connected now",
+}
+
+
+def refusal(exc: ServerError) -> str:
+    """`code: why`, saying the code once: a refusal that came over UDP names only its code (its message is
+    `quick message refused: CODE`), so the words come from here."""
+    if exc.code and exc.code in exc.message:
+        return f"{exc.code}: {_REFUSALS.get(exc.code, 'refused')}"
+    return f"{exc.code}: {exc.message}" if exc.code else exc.message
 
 
 def _describe(exc: BaseException) -> str:

@@ -118,6 +118,18 @@ def create_key_bindings(view: ChatView) -> KeyBindings:
     def _page_down(event: KeyPressEvent) -> None:
         pane.page_down()
 
+    @bindings.add("c-end")
+    def _newest(event: KeyPressEvent) -> None:
+        pane.scroll_down(model.current.scroll)
+
+    @bindings.add("end")
+    def _end(event: KeyPressEvent) -> None:
+        """End of the input line; on an empty line, or at its end already, the newest line of the conversation."""
+        if buffer.document.is_cursor_at_the_end:
+            pane.scroll_down(model.current.scroll)
+        else:
+            buffer.cursor_position += buffer.document.get_end_of_line_position()
+
     @bindings.add("c-n")
     def _next(event: KeyPressEvent) -> None:
         _switch_relative(view, 1)
@@ -132,6 +144,13 @@ def create_key_bindings(view: ChatView) -> KeyBindings:
         def _number(event: KeyPressEvent, number: int = int(digit) or 10) -> None:
             if 1 <= number <= len(model.conversations):
                 view.show(model.conversations[number - 1])
+
+    @bindings.add("escape", "a")
+    def _next_active(event: KeyPressEvent) -> None:
+        """Alt-A: the next conversation with activity, mentions and private messages first (weechat's hotlist)."""
+        target = model.next_active()
+        if target is not None:
+            view.show(target)
 
     @bindings.add("c-d")
     def _quit_or_delete(event: KeyPressEvent) -> None:

@@ -60,6 +60,7 @@ from chat.tui.render import (
     nick_class,
     render_line,
     rule,
+    screen_row,
     usual_scripts,
     visible,
 )
@@ -72,6 +73,7 @@ ROW_CACHE_SIZE = 20_000
 MAX_TRANSFER_ROWS = 3  # more transfers than this: the newest ones, then one summary row for the rest
 BAR_WIDTH = 20
 BAR_MIN_COLUMNS = 64  # narrower terminals get no progress bar, only the figures
+ACTIVITY_NAME_WIDTH = 10  # cells of a conversation's name in the status bar's activity list
 
 STYLE: dict[str, str] = {
     "time": "ansibrightblack",
@@ -109,6 +111,10 @@ STYLE: dict[str, str] = {
     "status.trouble": "reverse ansiyellow",
     "status.down": "reverse ansired",
     "status.question": "reverse ansiyellow bold",
+    "status.activity": "reverse",
+    "typing": "ansibrightblack italic",
+    "status.unread": "reverse bold",
+    "status.mention": "reverse bold ansired",
     "prompt": "bold",
     "file-name": "bold",
     "file-size": "ansibrightblack",
@@ -142,7 +148,7 @@ class MessagePane(UIControl):
         self.local = local
         self.height = 1
         self.at_top = False  # the first line of the conversation is on screen
-        self._cache: dict[tuple[int, int, int, str, frozenset[str]], list[Row]] = {}
+        self._cache: dict[tuple[int, int, int, tuple[str, ...], frozenset[str]], list[Row]] = {}
 
     def create_content(self, width: int, height: int) -> UIContent:
         self.height = height
@@ -163,7 +169,7 @@ class MessagePane(UIControl):
             shown = [loading, *shown[1:]] if len(shown) >= height else [loading, *shown]
         screen: list[Row] = [[] for _ in range(height - len(shown))]
         screen.extend(shown)
-        return UIContent(get_line=lambda index: screen[index], line_count=len(screen), show_cursor=False)
+        return UIContent(get_line=lambda index: screen_row(screen[index]), line_count=len(screen), show_cursor=False)
 
     def _rows_upwards(self, conversation: Conversation, width: int, needed: int) -> tuple[list[Row], bool]:
         """Rows from the bottom up until `needed` are there; True when every line of the conversation is in."""
@@ -182,14 +188,17 @@ class MessagePane(UIControl):
         return rows, True
 
     def _line_rows(self, line: Line, width: int) -> list[Row]:
-        nick = self.model.nick if line.mention else ""
+        words = self.model.highlight_words() if line.mention else ()
         usual = usual_scripts(self.model.nick, self.model.scripts)
-        key = (line.uid, line.version, width, nick, usual)
+        key = (line.uid, line.version, width, words, usual)
         rows = self._cache.get(key)
         if rows is None:
             if len(self._cache) >= ROW_CACHE_SIZE:
                 self._cache.clear()
-            rows = self._cache[key] = render_line(line, width, self.model.nick, local=self.local, usual=usual)
+            model = self.model
+            rows = self._cache[key] = render_line(
+                line, width, model.nick, local=self.local, words=model.highlights, usual=usual
+            )
         return rows
 
     # --- scrolling -----------------------------------------------------------------------------------------------
@@ -219,6 +228,22 @@ class MessagePane(UIControl):
             self.scroll_up(MOUSE_WHEEL_ROWS)
         elif mouse_event.event_type is MouseEventType.SCROLL_DOWN:
             self.scroll_down(MOUSE_WHEEL_ROWS)
+
+
+class ClusterTextControl(FormattedTextControl):
+    """A FormattedTextControl whose rows reach the screen cluster by cluster (`chat.tui.render.ClusterText`), so an
+    emoji sequence in a room name or a status takes the cells the terminal gives it."""
+
+    def create_content(self, width: int, height: int | None) -> UIContent:
+        content = super().create_content(width, height)
+        get_line = content.get_line
+        return UIContent(
+            get_line=lambda index: screen_row(get_line(index)),
+            line_count=content.line_count,
+            cursor_position=content.cursor_position,
+            menu_position=content.menu_position,
+            show_cursor=content.show_cursor,
+        )
 
 
 def create_message_window(pane: MessagePane) -> Window:
@@ -289,11 +314,11 @@ def member_list(model: ChatModel) -> StyleAndTextTuples:
 
 def create_sidebar(model: ChatModel, show: Callable[[Conversation], None]) -> HSplit:
     conversations = Window(
-        FormattedTextControl(lambda: conversation_list(model, show)),
+        ClusterTextControl(lambda: conversation_list(model, show)),
         dont_extend_height=True,
         height=Dimension(max=16),
     )
-    members = Window(FormattedTextControl(lambda: member_list(model)))
+    members = Window(ClusterTextControl(lambda: member_list(model)))
     return HSplit(
         [conversations, Window(height=1, char="─", style="class:sidebar.line"), members],
         width=SIDEBAR_WIDTH - 1,
@@ -322,8 +347,24 @@ def connection_text(model: ChatModel, now: float) -> tuple[str, str]:
     return f"closed: {visible(status.reason or '')}", "class:status.down"
 
 
-def status_fragments(model: ChatModel, now: float) -> StyleAndTextTuples:
-    """Server, nick, conversation, connection state and the UDP channel; or the question the input waits on."""
+def activity_fragments(model: ChatModel) -> StyleAndTextTuples:
+    """`act 2:bob! 3:dev`: the conversations with unread messages by number, `!` (and red) where we are mentioned
+    or written to privately; empty when there is nothing unread."""
+    active = model.activity()
+    if not active:
+        return []
+    fragments: StyleAndTextTuples = [("class:status.activity", "act")]
+    for number, conversation in active:
+        mark = "!" if conversation.mentioned else ""
+        style = "class:status.mention" if conversation.mentioned else "class:status.unread"
+        fragments.append(("", " "))
+        fragments.append((style, f"{number}:{fit(visible(conversation.name), ACTIVITY_NAME_WIDTH).rstrip()}{mark}"))
+    return fragments
+
+
+def status_fragments(model: ChatModel, now: float, *, narrow: bool = False) -> StyleAndTextTuples:
+    """Server, nick, conversation, activity, connection state and the UDP channel; or the question the input waits
+    on. `narrow` (no sidebar): the activity comes first and the server is left out, so it is seen at 60 columns."""
     if model.confirm is not None:
         return [("class:status.question", f" {model.confirm} ")]
     conversation = model.current
@@ -334,18 +375,48 @@ def status_fragments(model: ChatModel, now: float) -> StyleAndTextTuples:
         where = f"private: {where}"
     nick = visible(model.nick) + (" (away)" if model.away else "")
     text, style = connection_text(model, now)
-    fragments: StyleAndTextTuples = [
-        ("", f" {visible(model.server)} │ {nick} │ {where} │ "),
-        (style, text),
-    ]
+    activity = activity_fragments(model)
+    fragments: StyleAndTextTuples = []
+    if narrow:
+        if activity:
+            fragments += [("", " "), *activity, ("", " │")]
+        fragments += [("", f" {nick} │ {where} │ "), (style, text)]
+    else:
+        fragments += [("", f" {visible(model.server)} │ {nick} │ {where} │ ")]
+        if activity:
+            fragments += [*activity, ("", " │ ")]
+        fragments.append((style, text))
     if model.udp_status is not None:
         fragments.append(("", f" │ {visible(model.udp_status)}"))
     fragments.append(("", " │ Ctrl-C: cancel transfer" if model.transfers else " │ /help"))
     return fragments
 
 
-def create_status_bar(model: ChatModel, clock: Callable[[], float]) -> Window:
-    return Window(FormattedTextControl(lambda: status_fragments(model, clock())), height=1, style="class:status")
+def typing_text(model: ChatModel) -> str:
+    """`bob is typing…`, `bob and carol are typing…`, `4 people are typing…`; empty when nobody is."""
+    typists = [visible(nick) for nick in model.typing_in(model.current)]
+    if not typists:
+        return ""
+    if len(typists) == 1:
+        return f"{typists[0]} is typing…"
+    if len(typists) == 2:
+        return f"{typists[0]} and {typists[1]} are typing…"
+    return f"{len(typists)} people are typing…"
+
+
+def create_typing_line(model: ChatModel) -> Container:
+    """One row above the status bar while someone is typing in the conversation shown."""
+    window = Window(
+        ClusterTextControl(lambda: [("class:typing", f" {typing_text(model)}")]), height=1, style="class:typing"
+    )
+    return ConditionalContainer(window, filter=Condition(lambda: bool(typing_text(model))))
+
+
+def create_status_bar(model: ChatModel, clock: Callable[[], float], columns: Callable[[], int]) -> Window:
+    def text() -> StyleAndTextTuples:
+        return status_fragments(model, clock(), narrow=columns() < SIDEBAR_MIN_COLUMNS)
+
+    return Window(ClusterTextControl(text), height=1, style="class:status")
 
 
 # --- transfers -------------------------------------------------------------------------------------------------
@@ -421,7 +492,7 @@ def create_transfer_area(model: ChatModel, monotonic: Callable[[], float], colum
         return fragments
 
     window = Window(
-        FormattedTextControl(text),
+        ClusterTextControl(text),
         height=lambda: Dimension.exact(min(len(model.transfers), MAX_TRANSFER_ROWS)),
         style="class:transfer",
     )
@@ -471,7 +542,13 @@ def create_layout(
     )
     root = FloatContainer(
         HSplit(
-            [body, create_transfer_area(model, time.monotonic, columns), create_status_bar(model, clock), input_window]
+            [
+                body,
+                create_typing_line(model),
+                create_transfer_area(model, time.monotonic, columns),
+                create_status_bar(model, clock, columns),
+                input_window,
+            ]
         ),
         floats=[Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8, scroll_offset=1))],
     )

@@ -33,8 +33,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import wcwidth
+
 from chat.protocol.messages import FileInfo, Message, QuickMessage
-from chat.protocol.names import fold
+from chat.protocol.names import fold, nfc
 from chat.tui.transfers import Transfer
 
 ACTION_PREFIX = "/me "  # a message whose text starts with this is shown as an action: `* alice waves`
@@ -243,6 +245,17 @@ def find_mentions(text: str, nick: str) -> list[tuple[int, int]]:
     return [match.span(1) for match in re.finditer(pattern, text, re.IGNORECASE)]
 
 
+def find_highlights(text: str, words: Iterable[str]) -> list[tuple[int, int]]:
+    """Where any of `words` (the own nick, the configured highlight words) occurs in `text` as a word of its own,
+    ignoring case: (start, end) spans in order, none overlapping."""
+    spans = sorted(span for word in words for span in find_mentions(text, word))
+    kept: list[tuple[int, int]] = []
+    for start, end in spans:
+        if not kept or start >= kept[-1][1]:
+            kept.append((start, end))
+    return kept
+
+
 def private_peer(message: Message, own: Callable[[str], bool]) -> str:
     """The other party of a private message: the recipient of one we sent, else the sender."""
     if own(message.sender) and message.to is not None:
@@ -279,6 +292,12 @@ class ChatModel:
         self.private_read_marker: int | None = None  # highest private id seen in the last run: the unread marker
         self.files: dict[str, SeenFile] = {}  # fid -> the file, from every message with a file shown so far
         self.transfers: list[Transfer] = []  # running /send and /get, oldest first
+        # folded nick -> the folded nick it became, from the nick changes seen in shared rooms: a private
+        # conversation follows its peer, and a peer back under an older nick finds the same conversation
+        self.renamed: dict[str, str] = {}
+        self.ignored: dict[str, str] = {}  # folded nick -> spelling: /ignore, their messages are not shown
+        self.highlights: tuple[str, ...] = ()  # words that count as a mention, besides the own nick ([client])
+        self.typists: dict[tuple[Kind, str, str], float] = {}  # (kind, folded name, sender) -> shown until (clock)
         self.version = 0
 
     # --- conversations -------------------------------------------------------------------------------------------
@@ -297,6 +316,14 @@ class ChatModel:
 
     def is_own(self, nick: str) -> bool:
         return fold(nick) in self.own_nicks
+
+    def highlight_words(self) -> tuple[str, ...]:
+        """What marks a message as a mention: the own nick and the configured highlight words."""
+        return (self.nick, *self.highlights)
+
+    def is_ignored(self, nick: str) -> bool:
+        """Messages from this nick are not shown (/ignore); never our own."""
+        return bool(self.ignored) and fold(nick) in self.ignored and not self.is_own(nick)
 
     def find(self, kind: Kind, name: str) -> Conversation | None:
         key = (kind, fold(name))
@@ -321,6 +348,51 @@ class ChatModel:
             self.conversations.append(conversation)
             self._changed()
         return conversation
+
+    def private_for(self, nick: str) -> Conversation:
+        """The private conversation with `nick`: the one open under this nick, else one open under a nick it was
+        seen to become (or to come from), renamed to `nick`; else a new one. The server shows no identity to
+        clients, so nick changes seen are all the client can go by."""
+        conversation = self.find(Kind.PRIVATE, nick)
+        if conversation is not None:
+            return conversation
+        for other in self._aliases(nick):
+            conversation = self.find(Kind.PRIVATE, other)
+            if conversation is not None:
+                self.notice(f"{conversation.name} is now known as {nick}", conversation, kind=LineKind.NICK)
+                conversation.name = nick
+                self.renamed[fold(other)] = fold(nick)
+                return conversation
+        return self.open_private(nick)
+
+    def _aliases(self, nick: str) -> list[str]:
+        """Every nick linked to `nick` by the nick changes seen, nearest first (both directions)."""
+        links: dict[str, set[str]] = {}
+        for old, new in self.renamed.items():
+            links.setdefault(old, set()).add(new)
+            links.setdefault(new, set()).add(old)
+        start = fold(nick)
+        seen, queue = {start}, [start]
+        for current in queue:
+            for other in sorted(links.get(current, ())):
+                if other not in seen:
+                    seen.add(other)
+                    queue.append(other)
+        return queue[1:]
+
+    def peer_renamed(self, old: str, new: str) -> None:
+        """A peer changed nick (seen in a room we share): the private conversation with them follows, unless one
+        with the new nick is open already."""
+        if fold(old) == fold(new):
+            return
+        self.renamed[fold(old)] = fold(new)
+        conversation = self.find(Kind.PRIVATE, old)
+        if conversation is None or self.find(Kind.PRIVATE, new) is not None:
+            return
+        conversation.name = new
+        self.notice(f"{old} is now known as {new}", conversation, kind=LineKind.NICK)
+        conversation.changed()
+        self._changed()
 
     def close(self, conversation: Conversation) -> None:
         """Remove a conversation from the list; the one after it (or before, at the end) is shown."""
@@ -348,13 +420,23 @@ class ChatModel:
         conversation.changed()
         self._changed()
 
+    def activity(self) -> list[tuple[int, Conversation]]:
+        """The conversations with unread messages, with their numbers, in number order (irssi's `[Act: 2,5]`)."""
+        return [(number, c) for number, c in enumerate(self.conversations, 1) if c.unread and c is not self._current]
+
+    def next_active(self) -> Conversation | None:
+        """Where the next-activity key goes: the first conversation that mentions us or is private and unread,
+        else the first with unread messages, else None (weechat's hotlist order: highlights before messages)."""
+        active = [conversation for _, conversation in self.activity()]
+        return next((c for c in active if c.mentioned), None) or next(iter(active), None)
+
     # --- messages ------------------------------------------------------------------------------------------------
 
     def conversation_for(self, message: Message) -> Conversation | None:
         """Where a message goes: its room if open (None if not), or the private conversation (opened on demand)."""
         if message.room is not None:
             return self.find(Kind.ROOM, message.room)
-        return self.open_private(private_peer(message, self.is_own))
+        return self.private_for(private_peer(message, self.is_own))
 
     def add_message(self, message: Message, *, live: bool = True) -> Added | None:
         """Show a message from the server (live, replayed or paged); None if its conversation is closed or it is
@@ -362,6 +444,8 @@ class ChatModel:
 
         `live` is False for history (join replays, pages): such messages do not count as unread and ring no bell.
         """
+        if self.is_ignored(message.sender):
+            return None
         conversation = self.conversation_for(message)
         if conversation is None:
             return None
@@ -387,6 +471,8 @@ class ChatModel:
         line = self._line_of(message, own)
         self._note_id(conversation, message.id)
         self._insert(conversation, line, history=not live)
+        if live and self.typists:  # what they were typing has come
+            self.typists.pop((conversation.kind, fold(conversation.name), message.sender), None)
         bell = False
         if live and not own:
             shown = conversation is self._current
@@ -411,6 +497,8 @@ class ChatModel:
                 continue
             if message.room is not None and conversation.kind is not Kind.ROOM:
                 continue
+            if self.is_ignored(message.sender):
+                continue
             self._note_file(message)
             line = self._line_of(message, self.is_own(message.sender))
             self._note_id(conversation, message.id)
@@ -426,13 +514,15 @@ class ChatModel:
     def add_quick(self, message: QuickMessage) -> Added | None:
         """Show a quick message from someone (live, never stored); None if it is for a room that is not open."""
         own = self.is_own(message.sender)
+        if self.is_ignored(message.sender):
+            return None
         if message.room is not None:
             conversation = self.find(Kind.ROOM, message.room)
             if conversation is None:
                 return None
         else:
-            conversation = self.open_private(message.to if own and message.to else message.sender)
-        mention = not own and bool(find_mentions(message.text, self.nick))
+            conversation = self.private_for(message.to if own and message.to else message.sender)
+        mention = not own and bool(find_highlights(message.text, self.highlight_words()))
         line = Line(
             LineKind.QUICK, message.text, message.ts / 1000, sender=message.sender, own=own, mention=mention,
             nudge=message.nudge,
@@ -526,7 +616,7 @@ class ChatModel:
                 LineKind.FILE, message.file.name, ts, sender=message.sender, id=message.id, own=own, file=message.file
             )
         kind, shown = _kind_of(message.text)
-        mention = not own and bool(find_mentions(message.text, self.nick))
+        mention = not own and bool(find_highlights(message.text, self.highlight_words()))
         return Line(kind, shown, ts, sender=message.sender, id=message.id, cid=message.cid, own=own, mention=mention)
 
     def _note_id(self, conversation: Conversation, message_id: int) -> None:
@@ -564,6 +654,28 @@ class ChatModel:
         first = next((line.id for line in conversation.lines if line.id is not None), None)
         conversation.oldest = first
         conversation.has_older = True
+
+    def note_typing(self, sender: str, room: str | None, until: float) -> None:
+        """`sender` is typing in `room` (None: to us privately), to be shown until `until` (clock time)."""
+        if self.is_ignored(sender) or self.is_own(sender):
+            return
+        key = (Kind.ROOM, fold(room), sender) if room is not None else (Kind.PRIVATE, fold(sender), sender)
+        self.typists[key] = until
+        self._changed()
+
+    def typing_in(self, conversation: Conversation) -> list[str]:
+        """Who is typing in `conversation` now (their notices expire), sorted."""
+        now = self.clock()
+        self.typists = {key: until for key, until in self.typists.items() if until > now}
+        kind, name = conversation.key
+        return sorted(sender for (k, n, sender) in self.typists if k is kind and n == name)
+
+    def find_lines(self, conversation: Conversation, text: str) -> list[Line]:
+        """The messages (not notices) of `conversation` as loaded whose text holds `text`, ignoring case, oldest
+        first: what /find lists."""
+        wanted = text.casefold()
+        searched = {LineKind.MESSAGE, LineKind.ACTION, LineKind.QUICK, LineKind.FILE}
+        return [line for line in conversation.lines if line.kind in searched and wanted in line.text.casefold()]
 
     def clear(self, conversation: Conversation) -> None:
         """Empty the pane of a conversation (/clear); what it cleared is not shown again."""
@@ -618,6 +730,8 @@ class ChatModel:
             conversation.members = _renamed(members, old, nick)
             if old != nick:
                 self.notice(f"{old} is now known as {nick}", conversation, kind=LineKind.NICK)
+                if not self.is_own(nick):
+                    self.peer_renamed(old, nick)
         elif event == "away":
             member = members.get(fold(nick))
             if member is not None:
@@ -708,6 +822,32 @@ class ChatModel:
         for key, name in self.known_rooms.items():
             names.setdefault(key, name)
         return list(names.values())
+
+
+def split_long(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` characters (NFC, as the server counts them), cut after the last blank
+    that fits (the blank dropped), or between grapheme clusters in a word longer than `limit` (IRC clients split a
+    long line rather than refuse it)."""
+    text = nfc(text)
+    pieces: list[str] = []
+    while len(text) > limit:
+        head = text[: limit + 1]
+        cut = max(head.rfind(" "), head.rfind("\n"), head.rfind("\t"))
+        if cut > 0:
+            pieces.append(text[:cut].rstrip())
+            text = text[cut + 1 :].lstrip(" \t")
+            continue
+        used = 0
+        for cluster in wcwidth.iter_graphemes(text):
+            if used + len(cluster) > limit:
+                break
+            used += len(cluster)
+        used = used or limit  # a single cluster longer than the limit: cut it anyway
+        pieces.append(text[:used])
+        text = text[used:]
+    if text or not pieces:
+        pieces.append(text)
+    return [piece for piece in pieces if piece]
 
 
 def _kind_of(text: str) -> tuple[LineKind, str]:

@@ -14,30 +14,46 @@ so a Cyrillic nick drawn like a Latin one cannot pass for it (docs/security.md, 
 refuses mixed scripts and lookalikes of names it knows (PROTOCOL.md 8); this is the client's own line of defence
 against names that are valid but new to the viewer.
 
-Width: a column is a terminal cell. Wide characters (CJK, most emoji) take two, combining marks none
-(`prompt_toolkit.utils.get_cwidth`, wcwidth underneath). Every row `render_line` makes fits its width exactly or
-less, so the nick column and the text column line up whatever script a nick or text is written in.
+
+Width: a column is a terminal cell, and text is measured and cut by extended grapheme clusters (UAX #29), with
+wcwidth (`iter_graphemes`, `width`): a ZWJ family, a flag, a skin-toned thumb or `e` + U+0301 is one cluster of one
+width, never cut in the middle, so the nick column, the text column and the sidebar line up whatever script or emoji
+a text holds. prompt_toolkit would lay such a cluster out code point by code point (a family as four wide
+characters), so every row goes to the screen through `screen_text` (see `ClusterText`). Every row `render_line`
+makes fits its width exactly or less.
+
+Invisible characters are shown one way: `<U+XXXX>`, styled `class:control`. That covers every format character
+(zero width space, BOM, word joiner, soft hyphen, bidi controls, tags) and the default-ignorable letters that show
+as nothing (Hangul fillers, Khmer inherent vowels, Mongolian selectors), except where they do a visible job: a zero
+width joiner or non-joiner between two letters, marks or symbols outside ASCII (emoji ZWJ sequences, Indic and
+Persian scripts), and tag characters after a black flag (subdivision flags). A joiner anywhere else (`a` U+200D `b`,
+or alone) is shown like U+200B.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
+import wcwidth
+from prompt_toolkit import utils as prompt_toolkit_utils
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
 
 from chat.protocol.names import scripts_of
-from chat.tui.model import Delivery, Line, LineKind, find_mentions
+from chat.tui.model import Delivery, Line, LineKind, find_highlights
 
 TIME_WIDTH = 5  # "12:34"
 NICK_WIDTH = 10
 SEPARATOR = " │ "
 PREFIX_WIDTH = TIME_WIDTH + 1 + NICK_WIDTH + len(SEPARATOR)
 MIN_TEXT_WIDTH = 8
+NARROW_WIDTH = PREFIX_WIDTH + 20  # narrower panes drop the time and give the nick column a quarter of the row
+MIN_NICK_WIDTH = 3  # "-->" fits
 TAB = "    "
 TRUNCATED = "+"  # marks a nick cut to fit its column (ASCII: an ellipsis is ambiguous-width in CJK terminals)
 NICK_COLOURS = 12  # style classes nick.0 .. nick.11
@@ -48,10 +64,17 @@ FOREIGN_MARK = "?"  # after a name with letters of a script the viewer does not 
 FOREIGN_STYLE = "class:foreign-name"
 DEFAULT_SCRIPTS = frozenset({"Latin"})
 
-# Format characters that carry meaning in ordinary text and cannot reorder or hide anything: zero width joiner and
-# non-joiner (emoji sequences, Indic and Persian scripts). Every other Cf character is shown as <U+XXXX>.
-_KEPT_FORMAT = frozenset("\u200c\u200d")
+# Joiners that carry meaning between two letters, marks or symbols outside ASCII (emoji sequences, Indic and Persian
+# scripts); anywhere else they are shown like any other invisible character.
+_JOINERS = frozenset("\u200c\u200d")
+_JOINABLE_CATEGORIES = frozenset("LMS")  # first letter of the Unicode category of a joiner's neighbours
+_BLACK_FLAG = "\U0001f3f4"  # tag sequences after it are subdivision flags
+_TAGS = range(0xE0020, 0xE0080)
 _SHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+# Default-ignorable code points that are not format characters yet draw nothing (Unicode DerivedCoreProperties):
+# Hangul fillers (letters), Khmer inherent vowels, Mongolian free variation selectors and vowel separator.
+_IGNORABLE = frozenset("\u115f\u1160\u3164\uffa0\u17b4\u17b5\u180b\u180c\u180d\u180e\u180f")
+_NEEDS_CONTEXT = re.compile("[\u115f\u1160\u3164\uffa0\u17b4\u17b5\u180b-\u180f]")
 
 Row = StyleAndTextTuples
 LocalTime = Callable[[float], time.struct_time]
@@ -67,9 +90,24 @@ def _stand_in(char: str) -> str | None:
         return "^?"
     if 0x80 <= code < 0xA0:
         return f"\\x{code:02x}"  # C1: CSI (0x9b) and OSC (0x9d) on some terminals
-    if unicodedata.category(char) in _SHOWN_CATEGORIES and char not in _KEPT_FORMAT:
-        return f"<U+{code:04X}>"  # bidi overrides and isolates, zero width space, BOM, tags, separators
+    if unicodedata.category(char) in _SHOWN_CATEGORIES or char in _IGNORABLE:
+        return f"<U+{code:04X}>"  # bidi overrides and isolates, zero width space, BOM, tags, separators, fillers
     return None
+
+
+def _joinable(char: str) -> bool:
+    return not char.isascii() and unicodedata.category(char)[0] in _JOINABLE_CATEGORIES
+
+
+def _does_a_job(text: str, index: int) -> bool:
+    """Whether the invisible character at `index` takes part in what is drawn (see the module doc)."""
+    char = text[index]
+    if char in _JOINERS:
+        return 0 < index < len(text) - 1 and _joinable(text[index - 1]) and _joinable(text[index + 1])
+    if ord(char) in _TAGS:
+        before = text[:index].rstrip("".join(chr(code) for code in _TAGS))
+        return before.endswith(_BLACK_FLAG)
+    return False
 
 
 def safe_fragments(text: str, style: str = "", *, newlines: bool = False) -> StyleAndTextTuples:
@@ -77,12 +115,12 @@ def safe_fragments(text: str, style: str = "", *, newlines: bool = False) -> Sty
 
     Tabs become spaces; newlines are kept when `newlines` (a message body, wrapped later), else shown as `^J`.
     """
-    if text.isprintable():
+    if text.isprintable() and not _NEEDS_CONTEXT.search(text):
         return [(style, text)] if text else []
     fragments: StyleAndTextTuples = []
     plain: list[str] = []
     control_style = f"{style} class:control" if style else "class:control"
-    for char in text:
+    for index, char in enumerate(text):
         if char == "\t":
             plain.append(TAB)
             continue
@@ -90,7 +128,7 @@ def safe_fragments(text: str, style: str = "", *, newlines: bool = False) -> Sty
             plain.append(char)
             continue
         stand_in = _stand_in(char)
-        if stand_in is None:
+        if stand_in is None or _does_a_job(text, index):
             plain.append(char)
             continue
         if plain:
@@ -107,25 +145,42 @@ def visible(text: str, *, newlines: bool = False) -> str:
     return "".join(fragment[1] for fragment in safe_fragments(text, newlines=newlines))
 
 
+def graphemes(text: str) -> Iterator[str]:
+    """The extended grapheme clusters of `text` (UAX #29): what a terminal draws as one character."""
+    if text.isascii():
+        return iter(text)
+    return wcwidth.iter_graphemes(text)
+
+
+@lru_cache(maxsize=8192)
+def cluster_width(cluster: str) -> int:
+    """Cells one grapheme cluster takes: 2 for wide characters and emoji sequences, 0 for a lone mark."""
+    if len(cluster) == 1:
+        return max(0, get_cwidth(cluster))
+    return max(0, wcwidth.width(cluster))
+
+
 def cell_width(text: str) -> int:
-    """Screen cells `text` takes (already made visible)."""
-    return get_cwidth(text)
+    """Screen cells `text` takes (already made visible), cluster by cluster."""
+    if text.isascii():
+        return len(text)
+    return sum(cluster_width(cluster) for cluster in graphemes(text))
 
 
 def fit(text: str, width: int, *, right: bool = False) -> str:
-    """`text` cut (marked with `+`) or padded with spaces to exactly `width` cells."""
+    """`text` cut (marked with `+`) between grapheme clusters, or padded with spaces, to exactly `width` cells."""
     if width <= 0:
         return ""
     used = cell_width(text)
     if used > width:
         kept: list[str] = []
         used = 0
-        for char in text:
-            char_width = get_cwidth(char)
-            if used + char_width > width - 1:
+        for cluster in graphemes(text):
+            cells = cluster_width(cluster)
+            if used + cells > width - 1:
                 break
-            kept.append(char)
-            used += char_width
+            kept.append(cluster)
+            used += cells
         text = "".join(kept) + TRUNCATED
         used += 1
     padding = " " * (width - used)
@@ -133,8 +188,9 @@ def fit(text: str, width: int, *, right: bool = False) -> str:
 
 
 def wrap(fragments: StyleAndTextTuples, width: int) -> list[Row]:
-    """Styled text in rows of at most `width` cells: broken after the last space that fits, or anywhere in a word
-    longer than a row; `\\n` always breaks. A zero-width character stays with the one before it."""
+    """Styled text in rows of at most `width` cells: broken after the last space that fits, or between grapheme
+    clusters in a word longer than a row; `\\n` always breaks. A cluster is never cut, and a zero-width one (a
+    mark at the start of a fragment) stays with the one before it."""
     width = max(1, width)
     rows: list[Row] = []
     cells: list[tuple[str, str, int]] = []  # (style, text, cells) of the row being filled
@@ -148,12 +204,12 @@ def wrap(fragments: StyleAndTextTuples, width: int) -> list[Row]:
 
     for fragment in fragments:
         style, text = fragment[0], fragment[1]
-        for char in text:
+        for char in graphemes(text):
             if char == "\n":
                 finish(cells)
                 cells, used, last_space = [], 0, -1
                 continue
-            char_width = get_cwidth(char)
+            char_width = cluster_width(char)
             if char_width == 0 and cells:
                 last_style, last_text, last_width = cells[-1]
                 cells[-1] = (last_style, last_text + char, last_width)
@@ -180,6 +236,43 @@ def wrap(fragments: StyleAndTextTuples, width: int) -> list[Row]:
     return rows
 
 
+class ClusterText(str):
+    """A string that yields grapheme clusters, not code points, when iterated.
+
+    prompt_toolkit's `Window` copies a fragment to the screen `for c in text`, one cell per `c`, as wide as
+    `get_cwidth(c)`; a ZWJ family would take four wide cells there while the terminal draws one, and every cell
+    after it on the row would be drawn in the wrong place. Iterated by cluster, each cluster is one screen cell of
+    its real width (`screen_text` tells prompt_toolkit's width cache that width, as it would otherwise add up the
+    code points').
+    """
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[str]:
+        return graphemes(str(self))
+
+
+def screen_text(text: str) -> str:
+    """`text` as prompt_toolkit must get it to lay it out cluster by cluster: a `ClusterText` when it holds a
+    cluster of more than one code point, else `text` itself."""
+    if text.isascii():
+        return text
+    clustered = False
+    for cluster in graphemes(text):
+        if len(cluster) > 1:
+            # prompt_toolkit.utils.get_cwidth sums the code points of a longer string; a cluster has one width.
+            prompt_toolkit_utils._CHAR_SIZES_CACHE[cluster] = cluster_width(cluster)
+            clustered = True
+    return ClusterText(text) if clustered else text
+
+
+def screen_row(row: StyleAndTextTuples) -> StyleAndTextTuples:
+    """A row ready for prompt_toolkit's screen: each fragment's text through `screen_text`."""
+    if all(fragment[1].isascii() for fragment in row):
+        return row
+    return [(fragment[0], screen_text(fragment[1]), *fragment[2:]) for fragment in row]
+
+
 def _merge(cells: list[tuple[str, str, int]]) -> Row:
     row: Row = []
     for style, text, _ in cells:
@@ -191,7 +284,7 @@ def _merge(cells: list[tuple[str, str, int]]) -> Row:
 
 
 def row_width(row: Row) -> int:
-    return sum(get_cwidth(fragment[1]) for fragment in row)
+    return sum(cell_width(fragment[1]) for fragment in row)
 
 
 def usual_scripts(own_nick: str, extra: Iterable[str] = ()) -> frozenset[str]:
@@ -243,31 +336,48 @@ _BODY_STYLE = {
 }
 
 
+def prefix_widths(width: int) -> tuple[int, int]:
+    """(time, nick) cells of the prefix at a pane `width`: the full prefix from `NARROW_WIDTH` on; below it no time
+    and a nick column of a quarter of the row, so a narrow terminal still gives the text most of each row instead
+    of a few cells."""
+    if width >= NARROW_WIDTH:
+        return TIME_WIDTH, NICK_WIDTH
+    return 0, max(MIN_NICK_WIDTH, min(NICK_WIDTH, (width - len(SEPARATOR)) // 4))
+
+
 def render_line(
     line: Line,
     width: int,
     nick: str,
     *,
     local: LocalTime = time.localtime,
+    words: tuple[str, ...] = (),
     usual: frozenset[str] | None = None,
 ) -> list[Row]:
     """The rows of one line: time, nick column, separator, then the text wrapped under its own column.
 
-    `nick` is the own nick, whose mentions are highlighted; a sender with letters outside `usual` (default:
-    `usual_scripts(nick)`) is marked. Every row is at most `width` cells (at least the prefix and `MIN_TEXT_WIDTH`
-    cells of text: narrower panes cut the rows).
+    `nick` is the own nick, whose mentions are highlighted, and so are `words` (the configured highlight words); a
+    sender with letters outside `usual` (default: `usual_scripts(nick)`) is marked. Every row is at most `width`
+    cells (narrow panes get a shorter prefix, `prefix_widths`; below a dozen cells the rows are cut).
     """
     usual = usual_scripts(nick) if usual is None else usual
-    clock = time.strftime("%H:%M", local(line.ts))
+    time_width, nick_width = prefix_widths(width)
     time_style = "class:time class:pending" if line.delivery is Delivery.PENDING else "class:time"
-    prefix: Row = [(time_style, clock), ("", " "), *_nick_column(line, usual), ("class:separator", SEPARATOR)]
-    text_width = max(MIN_TEXT_WIDTH, width - PREFIX_WIDTH)
-    rows = wrap(_body(line, nick, usual), text_width)
-    indent: Row = [("", " " * (TIME_WIDTH + 1 + NICK_WIDTH)), ("class:separator", SEPARATOR)]
+    prefix: Row = []
+    if time_width:
+        prefix = [(time_style, time.strftime("%H:%M", local(line.ts))), ("", " ")]
+    prefix += [*_nick_column(line, usual, nick_width), ("class:separator", SEPARATOR)]
+    indent_width = (time_width + 1 if time_width else 0) + nick_width
+    if width >= NARROW_WIDTH:
+        text_width = max(MIN_TEXT_WIDTH, width - PREFIX_WIDTH)
+    else:
+        text_width = max(1, width - indent_width - len(SEPARATOR))
+    rows = wrap(_body(line, (nick, *words), usual), text_width)
+    indent: Row = [("", " " * indent_width), ("class:separator", SEPARATOR)]
     return [[*(prefix if index == 0 else indent), *row] for index, row in enumerate(rows)]
 
 
-def _nick_column(line: Line, usual: frozenset[str]) -> Row:
+def _nick_column(line: Line, usual: frozenset[str], width: int = NICK_WIDTH) -> Row:
     if line.kind in (LineKind.MESSAGE, LineKind.QUICK, LineKind.FILE):
         if line.own:
             style = "class:own-nick"
@@ -279,14 +389,14 @@ def _nick_column(line: Line, usual: frozenset[str]) -> Row:
         if line.kind is LineKind.QUICK:
             sender = "»" + sender
         if line.own or not is_foreign(line.sender, usual):
-            return [(style, fit(sender, NICK_WIDTH, right=True))]
-        shown = fit(sender, NICK_WIDTH - len(FOREIGN_MARK), right=True)
+            return [(style, fit(sender, width, right=True))]
+        shown = fit(sender, width - len(FOREIGN_MARK), right=True)
         return [(f"{style} {FOREIGN_STYLE}", shown), (FOREIGN_STYLE, FOREIGN_MARK)]
     marker, style = _NICK_COLUMN[line.kind]
-    return [(style, fit(marker, NICK_WIDTH, right=True))]
+    return [(style, fit(marker, width, right=True))]
 
 
-def _body(line: Line, nick: str, usual: frozenset[str]) -> StyleAndTextTuples:
+def _body(line: Line, highlighted: tuple[str, ...], usual: frozenset[str]) -> StyleAndTextTuples:
     style = _BODY_STYLE.get(line.kind, "")
     if line.delivery is Delivery.PENDING or line.delivery is Delivery.FAILED:
         style = "class:pending"
@@ -302,7 +412,7 @@ def _body(line: Line, nick: str, usual: frozenset[str]) -> StyleAndTextTuples:
         return _file_body(line)
     text = safe_fragments(line.text, style, newlines=True)
     if line.mention:
-        text = _highlight(text, nick)
+        text = _highlight(text, highlighted)
     body.extend(text)
     if line.delivery is Delivery.PENDING:
         body.append(("class:pending", " (sending)"))
@@ -358,8 +468,8 @@ def human_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _highlight(fragments: StyleAndTextTuples, nick: str) -> StyleAndTextTuples:
-    """Mark every mention of `nick` inside plain fragments with `class:mention`."""
+def _highlight(fragments: StyleAndTextTuples, words: tuple[str, ...]) -> StyleAndTextTuples:
+    """Mark every mention of `words` (the own nick, highlight words) inside plain fragments with `class:mention`."""
     result: StyleAndTextTuples = []
     for fragment in fragments:
         style, text = fragment[0], fragment[1]
@@ -367,7 +477,7 @@ def _highlight(fragments: StyleAndTextTuples, nick: str) -> StyleAndTextTuples:
             result.append((style, text))
             continue
         position = 0
-        for start, end in find_mentions(text, nick):
+        for start, end in find_highlights(text, words):
             if start > position:
                 result.append((style, text[position:start]))
             result.append((f"{style} class:mention", text[start:end]))

@@ -52,6 +52,7 @@ class SessionState(msgspec.Struct, kw_only=True):
     open_rooms: list[str] = msgspec.field(default_factory=list)  # rooms open at exit, joined again, in order
     private_peers: list[str] = msgspec.field(default_factory=list)  # private conversations open at exit
     unsent: list[UnsentSay] = msgspec.field(default_factory=list)
+    ignored: list[str] = msgspec.field(default_factory=list)  # /ignore: nicks whose messages are not shown
 
     def room_since(self, room: str) -> int | None:
         return self.rooms.get(fold(room))
