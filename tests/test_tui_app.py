@@ -512,7 +512,7 @@ async def test_quick_messages_and_nudges_show_how_they_were_delivered(
     alice.type("/nudge nobody" + ENTER)
     await alice.wait_for(lambda: any("nudge to nobody not sent" in row for row in alice.screen()), "the refusal")
     assert alice.model.current.name == "lobby" and alice.model.find(Kind.PRIVATE, "nobody") is None
-    assert "nudge to nobody not sent: no_such_nick: nobody has that nick" in alice.texts()
+    assert "nudge to nobody not sent: no_such_nick: nobody ever had that nick" in alice.texts()
 
     bob_is_gone = alice.conversation("bob", Kind.PRIVATE)
     await bob.quit()
