@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -126,8 +127,10 @@ class Controller:
         table: CommandTable,
         *,
         clock: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.monotonic = monotonic  # transfer rates (chat.tui.transfers); a test injects its own
         self.model = model
         model.highlights = settings.highlight
         self.store = store
