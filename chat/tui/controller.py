@@ -400,9 +400,9 @@ class Controller:
         if isinstance(event, Message):
             self._on_message(event)
         elif isinstance(event, Presence):
-            if event.resumed and event.event == "join":
-                return  # PROTOCOL.md 10.3: someone who only reconnected; not news
-            self.model.presence(event.room, event.nick, event.event, old=event.old, text=event.text)
+            # PROTOCOL.md 10.3: a resumed join is someone who only reconnected: a member again, but not news
+            quiet = bool(event.resumed) and event.event == "join"
+            self.model.presence(event.room, event.nick, event.event, old=event.old, text=event.text, quiet=quiet)
         elif isinstance(event, Error):
             self.model.notice(f"the server says: {event.code}: {event.message}", kind=LineKind.ERROR)
         elif isinstance(event, ConnectionEvent):
