@@ -276,7 +276,7 @@ async def test_the_upload_rate_shown_is_what_the_server_read_not_what_the_socket
     client = alice.app.controller.client
     assert client is not None
     alice.type(f"/send {source}" + ENTER)
-    transport = client._connection.transport  # type: ignore[union-attr]
+    transport = client._connection.transport
     # the socket took all it will: bytes wait in the client's own buffer (re-checked at each redraw, 1 s apart)
     await alice.wait_for(lambda: transport.get_write_buffer_size() > 0, "the socket buffers full")
     [transfer] = alice.model.transfers
