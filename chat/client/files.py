@@ -2,8 +2,9 @@
 
 Nothing holds a whole file in memory: the SHA-256 is computed reading 64 KiB at a time, uploads send 64 KiB chunks
 (waiting on the connection's buffer, not on a reply per chunk), downloads write each chunk as it arrives into
-`<name>.part` beside the destination. An upload's progress is the bytes the server has read, not those handed to the socket (`ReadProgress`). A lost connection is resumed: an upload is offered again and goes on from
-the offset the server has, a download asks again from the bytes it already holds. The file's name from a message is
+`<name>.part` beside the destination. An upload's progress is the bytes the server has read, not those handed to
+the socket (`ReadProgress`). A lost connection is resumed: an upload is offered again and goes on from the offset
+the server has, a download asks again from the bytes it already holds. The file's name from a message is
 a display name: `safe_file_name` makes a local name of it that cannot leave the destination folder, and a
 download never overwrites an existing file.
 """
