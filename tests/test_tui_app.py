@@ -19,7 +19,6 @@ import pytest_asyncio
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.input.base import PipeInput
 from prompt_toolkit.output import DummyOutput
-
 from rawwire import RawConnection
 
 from chat.client import Client, Message, connect

@@ -18,10 +18,10 @@ from test_tui_app import ENTER, TAB, WAIT, Tui, next_message
 from chat.client import Client, Message, connect
 from chat.config import config_with
 from chat.server.app import ChatServer
+from chat.timer import ManualClock
 from chat.tui.layout import status_fragments, transfer_rows
 from chat.tui.model import Kind, LineKind, LinkState
 from chat.tui.render import short_fid
-from chat.timer import ManualClock
 from chat.tui.transfers import Transfer
 
 pytestmark = pytest.mark.asyncio

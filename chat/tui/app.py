@@ -69,9 +69,7 @@ class ChatApp:
             settings.nick, _server_name(settings.host, settings.port), clock, scripts=settings.scripts
         )
         self.table = CommandTable(COMMANDS)
-        self.controller = Controller(
-            settings, self.model, store, self, self.table, clock=clock, monotonic=monotonic
-        )
+        self.controller = Controller(settings, self.model, store, self, self.table, clock=clock, monotonic=monotonic)
         self.buffer = Buffer(
             multiline=True,
             completer=ChatCompleter(self.model, self.table),
