@@ -236,7 +236,7 @@ async def test_client_transfers_resume_after_cuts(chat_server, chat_client, tmp_
     cut = {"up": False, "down": False}
 
     def cut_upload(done: int, total: int) -> None:
-        if not cut["up"] and done >= total // 2:
+        if not cut["up"] and 0 < done < total:  # the server has read some of it, not all
             cut["up"] = True
             alice.drop_connection()
 
@@ -278,3 +278,23 @@ async def test_file_cancel_stops_a_download_and_sets_an_upload_aside(
     await alice.request({"type": "file_cancel", "fid": first["fid"]}, "file_cancelled")
     again = await offer(alice, other, room="lobby")
     assert (again["fid"], again["offset"]) == (first["fid"], CHUNK)
+
+
+async def test_upload_progress_counts_the_bytes_the_server_has_read_not_those_handed_to_the_socket(
+    chat_server, chat_client, tmp_path: Path
+) -> None:
+    server = await chat_server()
+    alice = await chat_client(server, "alice", join="lobby")
+    source = tmp_path / "read.bin"
+    source.write_bytes(os.urandom(4 * 1024 * 1024))
+    reports: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:  # the server runs in this process: ask it how far it read
+        uploads = list(server.service.files.uploads.values())
+        reports.append((done, uploads[0].written if uploads else total))
+
+    message = await alice.send_file(source, room="lobby", progress=progress)
+    assert message.file is not None
+    assert reports[-1][0] == 4 * 1024 * 1024
+    ahead = [(done, read) for done, read in reports if done > read]
+    assert not ahead, f"progress ahead of what the server had read: {ahead[:3]}"

@@ -81,7 +81,8 @@ def test_a_nick_at_the_start_of_a_line_is_addressed() -> None:
 def test_every_command_of_the_issue_is_there() -> None:
     names = {spec.name for spec in COMMANDS}
     wanted = {"join", "part", "list", "msg", "me", "nick", "away", "who", "quick", "nudge", "history", "clear", "help"}
-    wanted |= {"send", "get"}
+    wanted |= {"send", "get", "whois", "topic", "ignore", "unignore", "find"}
+    assert {"query", "close", "names"} <= set(TABLE.names()), "the weechat/irssi aliases"
     assert names >= wanted | {"quit"}
     assert complete("/qu", Names(), TABLE) == ("/qu", ["/query ", "/quick ", "/quit "])
 

@@ -18,6 +18,7 @@ from test_tui_app import ENTER, TAB, WAIT, Tui, next_message
 from chat.client import Client, Message, connect
 from chat.config import config_with
 from chat.server.app import ChatServer
+from chat.timer import ManualClock
 from chat.tui.layout import status_fragments, transfer_rows
 from chat.tui.model import Kind, LineKind, LinkState
 from chat.tui.render import short_fid
@@ -259,3 +260,30 @@ async def test_get_without_a_destination_saves_in_the_download_folder_and_never_
         await alice.wait_for(lambda: any(saved in t for t in notices(alice)), expected)  # noqa: B023 (awaited here)
     assert sorted(path.name for path in downloads.iterdir()) == ["photo (1).jpg", "photo.jpg"]
     assert (downloads / "photo (1).jpg").read_bytes() == source.read_bytes()
+
+
+async def test_the_upload_rate_shown_is_what_the_server_read_not_what_the_socket_buffers_took(
+    make_server: ServerFactory, start_tui: TuiFactory, tmp_path: Path
+) -> None:
+    """The server reads 64 KiB a second; the socket buffers of both ends take megabytes at once. On the app's own
+    (manual) clock, two seconds on, the percent and the rate are at most what the server has read: the issue saw
+    5.8 MiB/s under a 3 MB/s limit, the rate of the buffers filling."""
+    server = await make_server(files={"bytes_per_second": 64 * 1024})
+    source = tmp_path / "big.iso"
+    source.write_bytes(os.urandom(32 * 1024 * 1024))  # more than the socket buffers hold
+    clock = ManualClock(100.0)
+    alice = await start_tui(server, monotonic=clock.time)
+    client = alice.app.controller.client
+    assert client is not None
+    alice.type(f"/send {source}" + ENTER)
+    transport = client._connection.transport
+    # the socket took all it will: bytes wait in the client's own buffer (re-checked at each redraw, 1 s apart)
+    await alice.wait_for(lambda: transport.get_write_buffer_size() > 0, "the socket buffers full")
+    [transfer] = alice.model.transfers
+    clock.advance(102.0)
+    [upload] = server.service.files.uploads.values()
+    read = upload.written
+    assert transfer.done <= read, f"{transfer.done} bytes shown as sent, the server has read {read}"
+    rate = transfer.rate(clock.time())
+    assert rate is None or rate <= read / 2.0, f"{rate:.0f} B/s shown, the server read {read} B in all"
+    await server.close()  # the upload's bytes still queued would take the server minutes to read

@@ -2,8 +2,9 @@
 
 Nothing holds a whole file in memory: the SHA-256 is computed reading 64 KiB at a time, uploads send 64 KiB chunks
 (waiting on the connection's buffer, not on a reply per chunk), downloads write each chunk as it arrives into
-`<name>.part` beside the destination. A lost connection is resumed: an upload is offered again and goes on from
-the offset the server has, a download asks again from the bytes it already holds. The file's name from a message is
+`<name>.part` beside the destination. An upload's progress is the bytes the server has read, not those handed to
+the socket (`ReadProgress`). A lost connection is resumed: an upload is offered again and goes on from the offset
+the server has, a download asks again from the bytes it already holds. The file's name from a message is
 a display name: `safe_file_name` makes a local name of it that cannot leave the destination folder, and a
 download never overwrites an existing file.
 """
@@ -35,6 +36,7 @@ from chat.protocol.messages import (
     FileReady,
     FileStored,
     Message,
+    Ping,
     ServerFrame,
 )
 from chat.protocol.names import file_display_name
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from chat.client.client import Client
 
 Progress = Callable[[int, int], None]  # (bytes done, total bytes)
+PROBE_EVERY = 0.5  # seconds between the pings that learn how far the server has read an upload
+MAX_PROBES = 4  # such pings of one upload in flight at once (each costs a rate-limit token: PROTOCOL.md 1.8)
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 _UNSAFE = re.compile(r'[<>:"/\\|?*]')
 MAX_LOCAL_NAME_BYTES = 200
@@ -101,6 +105,47 @@ class Download:
     progress: Progress | None
     total: int = 0
     done: asyncio.Future[FileEnd] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class ReadProgress:
+    """How far the server has read an upload, learned without waiting for it: the server handles a connection's
+    frames in order (PROTOCOL.md 1.9), so the `pong` to a `ping` sent after a chunk comes once it has read that
+    chunk, and reports the bytes before it. Bytes handed to the socket are no progress: the socket buffers of both
+    ends take megabytes at once, far more than a server reading at `[files] bytes_per_second` has read (the rate
+    shown would be that of the buffers filling)."""
+
+    def __init__(self, client: Client, connection: Any, size: int, progress: Progress | None) -> None:
+        self.client = client
+        self.connection = connection
+        self.size = size
+        self.progress = progress
+        self.reported = -1
+        self.in_flight = 0
+        self.probed_at = float("-inf")
+        self.loop = asyncio.get_running_loop()
+
+    def report(self, done: int) -> None:
+        """The server holds `done` bytes of the upload (said by the server: its offset, or a probe's answer)."""
+        if self.progress is not None and done > self.reported:
+            self.reported = done
+            self.progress(done, self.size)
+
+    def sent(self, offset: int, *, last: bool = False) -> None:
+        """`offset` bytes are handed to the socket: probe, at most every PROBE_EVERY seconds, and after the last."""
+        if self.progress is None or offset <= self.reported:
+            return
+        now = self.loop.time()
+        if not last and (self.in_flight >= MAX_PROBES or now - self.probed_at < PROBE_EVERY):
+            return
+        self.probed_at = now
+        self.in_flight += 1
+        future = self.connection.request(Ping(ref=self.client._next_ref()), lambda _: self.report(offset))
+        future.add_done_callback(self._answered)
+
+    def _answered(self, future: asyncio.Future[ServerFrame]) -> None:
+        self.in_flight -= 1
+        if not future.cancelled():
+            future.exception()  # a lost connection or `rate_limited`: this probe tells nothing, the next may
 
 
 class FileTransfers:
@@ -164,10 +209,13 @@ class FileTransfers:
                 fid = ready.fid
                 self.announced[ready.fid] = None
                 self.upload_errors[chunk_ref] = None
-                await self._send_chunks(connection, source, ready.fid, ready.offset, size, chunk_ref, progress)
+                read = ReadProgress(self.client, connection, size, progress)
+                read.report(ready.offset)  # what the server holds already
+                await self._send_chunks(connection, source, ready.fid, ready.offset, size, chunk_ref, read)
                 stored = await connection.request(FileDone(fid=ready.fid, ref=self.client._next_ref()))
                 if not isinstance(stored, FileStored):
                     raise ServerError(ErrorCode.BAD_REQUEST, f"unexpected {stored.type} to file_done")
+                read.report(size)  # stored: every byte was read, whatever became of the probes
                 message = self.announced.pop(ready.fid, None)
                 if message is None or message.id != stored.id:  # not echoed to us: rebuild it from the reply
                     message = Message(id=stored.id, room=room, to=to, sender=self.client.nick, text=display, ts=0)
@@ -189,7 +237,7 @@ class FileTransfers:
                 self.upload_errors.pop(chunk_ref, None)
 
     async def _send_chunks(
-        self, connection: Any, source: Path, fid: str, offset: int, size: int, ref: str, progress: Progress | None
+        self, connection: Any, source: Path, fid: str, offset: int, size: int, ref: str, read: ReadProgress
     ) -> None:
         handle = await asyncio.to_thread(open, source, "rb")
         try:
@@ -204,8 +252,7 @@ class FileTransfers:
                 refused = self.upload_errors.get(ref)
                 if refused is not None:
                     raise refused
-                if progress is not None:
-                    progress(offset, size)
+                read.sent(offset, last=offset >= size)
         finally:
             handle.close()
 

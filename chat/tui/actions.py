@@ -12,12 +12,13 @@ import time
 from typing import TYPE_CHECKING
 
 from chat.client import ServerError
-from chat.protocol.messages import FileInfo
+from chat.protocol.errors import ErrorCode
+from chat.protocol.messages import FileInfo, WhoisInfo
 from chat.protocol.names import fold, name_problem, nfc
 from chat.tui.commands import Command, room_name, usage
 from chat.tui.model import ACTION_PREFIX, Conversation, Kind, LineKind
 from chat.tui.paths import default_download_dir, expand, sendable
-from chat.tui.render import cell_width, fit, short_fid, visible
+from chat.tui.render import LocalTime, cell_width, day_of, fit, short_fid, visible
 
 if TYPE_CHECKING:
     from chat.tui.controller import Controller
@@ -221,6 +222,24 @@ class CommandActions:
 
         controller.spawn(who())
 
+    def _whois(self, conversation: Conversation, command: Command) -> None:
+        nick, _ = command.split()
+        if self._name_problem(nick, "nick", "whois"):
+            return
+        controller, model = self.controller, self.model
+
+        async def whois() -> None:
+            client = await controller.client_ready()
+            try:
+                info = await client.whois(nick)
+            except ServerError as exc:
+                model.notice(f"whois {nick}: {whois_refusal(exc)}", conversation, kind=LineKind.ERROR)
+                return
+            for text in whois_lines(info, controller.clock()):
+                model.notice(text, conversation)
+
+        controller.spawn(whois())
+
     def _quick(self, conversation: Conversation, command: Command) -> None:
         nick, text = command.split()
         if not text.strip():
@@ -373,3 +392,54 @@ class CommandActions:
 
     def _quit(self, conversation: Conversation, command: Command) -> None:
         self.controller.spawn(self.controller.quit(command.args.strip() or None))
+
+
+def whois_refusal(exc: ServerError) -> str:
+    """Why /whois shows nothing: for a nick nobody has (or had lately), one plain sentence."""
+    if exc.code == ErrorCode.NO_SUCH_NICK:
+        return "nobody has that nick (nobody ever had it, or not for a long time)"
+    return f"{exc.code}: {exc.message}" if exc.code else exc.message
+
+
+def whois_lines(info: WhoisInfo, now: float, local: LocalTime = time.localtime) -> list[str]:
+    """What /whois shows of the server's answer (PROTOCOL.md 3.13): connected or when last seen; then its rooms,
+    away text, idle time and since when it is connected, a line each so a narrow pane reads them too."""
+    if not info.online:
+        if isinstance(info.seen, int):
+            return [f"{info.nick} is not connected; last seen {moment(info.seen / 1000, now, local)}"]
+        return [f"{info.nick} is not connected"]
+    lines = [f"{info.nick} is connected"]
+    rooms = info.rooms if isinstance(info.rooms, list) else []
+    lines.append(f"  rooms: {', '.join(rooms)}" if rooms else "  rooms: none")
+    away = info.away if isinstance(info.away, str) else None
+    lines.append(f"  away: {away}" if away else "  away: no")
+    if isinstance(info.idle, int | float):
+        lines.append(f"  idle: {span(info.idle)}")
+    if isinstance(info.connected, int):
+        since = info.connected / 1000
+        lines.append(f"  connected since: {moment(since, now, local)} ({span(now - since)})")
+    return lines
+
+
+def span(seconds: float) -> str:
+    """A duration in the two largest units that matter: `42 s`, `5 min`, `2 h 5 min`, `3 d 4 h`."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def moment(ts: float, now: float, local: LocalTime = time.localtime) -> str:
+    """A past time as people say it: `today 17:03`, else `Tue 1 Dec 2026 17:03` (local time)."""
+    clock = time.strftime("%H:%M", local(ts))
+    if day_of(ts, local) == day_of(now, local):
+        return f"today {clock}"
+    when = local(ts)
+    return f"{time.strftime('%a', when)} {when.tm_mday} {time.strftime('%b %Y', when)} {clock}"

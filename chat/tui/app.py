@@ -62,13 +62,14 @@ class ChatApp:
         input: Input | None = None,
         output: Output | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.model = ChatModel(
             settings.nick, _server_name(settings.host, settings.port), clock, scripts=settings.scripts
         )
         self.table = CommandTable(COMMANDS)
-        self.controller = Controller(settings, self.model, store, self, self.table, clock=clock)
+        self.controller = Controller(settings, self.model, store, self, self.table, clock=clock, monotonic=monotonic)
         self.buffer = Buffer(
             multiline=True,
             completer=ChatCompleter(self.model, self.table),
@@ -78,7 +79,13 @@ class ChatApp:
         self.pane = MessagePane(self.model, self.controller.request_older)
         self._shown: Conversation | None = None
         layout, self.input_window = create_layout(
-            self.model, self.pane, self.buffer, self.show, clock, lambda: self.application.output.get_size().columns
+            self.model,
+            self.pane,
+            self.buffer,
+            self.show,
+            clock,
+            lambda: self.application.output.get_size().columns,
+            monotonic=monotonic,
         )
         self.application: Application[int] = Application(
             layout=layout,

@@ -51,6 +51,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("nick", "NICK", "change your nick"),
     CommandSpec("away", "[TEXT]", "mark yourself away with TEXT; without TEXT, back"),
     CommandSpec("who", "[ROOM]", "the members of the room shown, or of ROOM, and who is away", ("room",), ("names",)),
+    CommandSpec(
+        "whois", "NICK", "what the server shares about NICK: rooms, away, idle time, connected since", ("nick",)
+    ),
     CommandSpec("quick", "NICK TEXT", "a quick message over UDP (not stored), with its delivery shown", ("nick",)),
     CommandSpec("nudge", "NICK", "nudge NICK over UDP: their terminal rings", ("nick",)),
     CommandSpec(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -126,8 +127,10 @@ class Controller:
         table: CommandTable,
         *,
         clock: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.monotonic = monotonic  # transfer rates (chat.tui.transfers); a test injects its own
         self.model = model
         model.highlights = settings.highlight
         self.store = store
@@ -397,9 +400,9 @@ class Controller:
         if isinstance(event, Message):
             self._on_message(event)
         elif isinstance(event, Presence):
-            if event.resumed and event.event == "join":
-                return  # PROTOCOL.md 10.3: someone who only reconnected; not news
-            self.model.presence(event.room, event.nick, event.event, old=event.old, text=event.text)
+            # PROTOCOL.md 10.3: a resumed join is someone who only reconnected: a member again, but not news
+            quiet = bool(event.resumed) and event.event == "join"
+            self.model.presence(event.room, event.nick, event.event, old=event.old, text=event.text, quiet=quiet)
         elif isinstance(event, Error):
             self.model.notice(f"the server says: {event.code}: {event.message}", kind=LineKind.ERROR)
         elif isinstance(event, ConnectionEvent):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,7 +108,7 @@ class FileTransfers:
 
     def _say_cancelled(self, transfer: Transfer) -> None:
         if transfer.direction is Direction.UP:
-            # Not "N bytes sent": progress counts what was handed to the socket, more than the server has read.
+            # Progress counts what the server has read (chat.client.files.ReadProgress), not what the socket took.
             percent = int((transfer.fraction or 0.0) * 100)
             self.model.notice(
                 f"cancelled sending {transfer.name} at {percent}%; /send it again to go on from where the server "
@@ -184,7 +183,7 @@ class FileTransfers:
 
     def _progress(self, transfer: Transfer) -> Callable[[int, int], None]:
         def progress(done: int, total: int) -> None:
-            transfer.advance(done, total, time.monotonic())  # the clock the status area reads rates with
+            transfer.advance(done, total, self.controller.monotonic())  # the clock the status area reads rates with
             self._redraw_soon()
 
         return progress

@@ -527,6 +527,8 @@ def create_layout(
     show: Callable[[Conversation], None],
     clock: Callable[[], float],
     columns: Callable[[], int],
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> tuple[Layout, Window]:
     """The whole screen; returns the layout and the input window (focused)."""
     input_window = create_input_window(buffer, model)
@@ -545,7 +547,7 @@ def create_layout(
             [
                 body,
                 create_typing_line(model),
-                create_transfer_area(model, time.monotonic, columns),
+                create_transfer_area(model, monotonic, columns),
                 create_status_bar(model, clock, columns),
                 input_window,
             ]

@@ -713,15 +713,19 @@ class ChatModel:
         conversation.changed()
         self._changed()
 
-    def presence(self, room: str, nick: str, event: str, *, old: str | None = None, text: str | None = None) -> None:
-        """Someone joined, parted, quit, changed nick or went away in a room (PROTOCOL.md 3.6)."""
+    def presence(
+        self, room: str, nick: str, event: str, *, old: str | None = None, text: str | None = None, quiet: bool = False
+    ) -> None:
+        """Someone joined, parted, quit, changed nick or went away in a room (PROTOCOL.md 3.6); `quiet`: a join
+        that is only a rejoin after a lost connection (10.3) updates the members without a line."""
         conversation = self.find(Kind.ROOM, room)
         if conversation is None:
             return
         members = conversation.members
         if event == "join":
             members[fold(nick)] = Member(nick)
-            self.notice(f"{nick} joined {conversation.name}", conversation, kind=LineKind.JOIN)
+            if not quiet:
+                self.notice(f"{nick} joined {conversation.name}", conversation, kind=LineKind.JOIN)
         elif event in ("part", "quit"):
             members.pop(fold(nick), None)
             verb = "left" if event == "part" else "quit"
