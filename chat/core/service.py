@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -100,7 +100,7 @@ def fit_page(
     once to add up its size (chat/protocol/pages.py), and the first that would pass the limit ends the page, which
     is then `truncated`: the event is never encoded here, only once when it is written."""
     stored = page.messages
-    nearest_first = stored if keep_oldest else reversed(stored)
+    nearest_first: Iterable[StoredMessage] = stored if keep_oldest else reversed(stored)
     budget = pages.list_budget(size(build([], False)), limit)  # `false` is the longer of the two
     messages, cut = pages.fit(map(to_wire, nearest_first), size, budget)
     if not keep_oldest:
