@@ -36,7 +36,7 @@ def test_a_reply_is_its_envelope_plus_its_items_and_the_commas_between_them(item
     assert whole == envelope + sum(size(m) for m in items) + max(0, len(items) - 1)
 
 
-@given(items=st.lists(messages, max_size=12), limit=st.integers(300, 3000))
+@given(items=st.lists(messages, max_size=12), limit=st.integers(400, 3000))
 def test_the_cut_reply_fits_the_limit_and_one_more_item_would_not(items: list[wire.Message], limit: int) -> None:
     envelope = size(wire.HistoryPage(room="lobby", messages=[], truncated=False))
     taken, cut = fit(items, size, list_budget(envelope, limit))
@@ -48,7 +48,7 @@ def test_the_cut_reply_fits_the_limit_and_one_more_item_would_not(items: list[wi
         assert size(longer) > limit - ENVELOPE_SLACK
 
 
-@given(items=st.lists(messages, min_size=1, max_size=30), limit=st.integers(300, 3000))
+@given(items=st.lists(messages, min_size=1, max_size=30), limit=st.integers(400, 3000))
 def test_each_item_is_measured_once_and_none_after_the_first_left_out(items: list[wire.Message], limit: int) -> None:
     measured: list[int] = []
 

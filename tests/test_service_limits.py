@@ -80,7 +80,9 @@ class Core:
     async def say(self, session: Session, text: str, **target: str) -> wire.ServerFrame:
         """The say's answer: its stored message (the echo) or the error refusing it."""
         events = await self.request(session, wire.Say(text=text, ref=1, **target))
-        answers = [e for e in events if isinstance(e, wire.Error) or (isinstance(e, wire.Message) and e.sender == session.nick)]
+        answers = [
+            e for e in events if isinstance(e, wire.Error) or (isinstance(e, wire.Message) and e.sender == session.nick)
+        ]
         assert len(answers) == 1, events
         return answers[0]
 
@@ -262,12 +264,14 @@ async def test_a_short_member_list_has_no_truncated_field(chat_core: CoreFactory
 
 def _emoji_page(count: int) -> Page:
     text = "😀" * 4000
-    messages = [StoredMessage(n, 1_764_607_200_000 + n, "alice", "lobby", None, text, f"c-{n}") for n in range(1, count + 1)]
+    messages = [
+        StoredMessage(n, 1_764_607_200_000 + n, "alice", "lobby", None, text, f"c-{n}") for n in range(1, count + 1)
+    ]
     return Page(messages, truncated=False)
 
 
 @pytest.mark.parametrize("keep_oldest", [True, False])
-def test_a_page_of_long_messages_is_cut_under_the_limit_measuring_each_message_once(keep_oldest: bool) -> None:
+async def test_a_page_of_long_messages_is_cut_under_the_limit_measuring_each_message_once(keep_oldest: bool) -> None:
     page = _emoji_page(100)  # 100 x 16 KB: 1.6 MB
     measured: list[Any] = []
 
