@@ -588,7 +588,10 @@ class Client:
         rooms: list[RoomInfo] = []
         after: str | None = None
         while True:
-            page = _expect(await self._request(lambda ref, after=after: ListRooms(after=after, ref=ref)), RoomList)
+            def ask(ref: RefValue, after: str | None = after) -> Request:
+                return ListRooms(after=after, ref=ref)
+
+            page = _expect(await self._request(ask), RoomList)
             rooms.extend(page.rooms)
             if page.next is None or page.next == after or not page.rooms:  # the last page (or a server going round)
                 return RoomList(rooms=rooms, ref=page.ref)
