@@ -43,7 +43,7 @@ class Core:
         self.config = config_with(
             Config(),
             server={"nick_hold": 0},
-            limits={"messages_per_second": 1e6, "burst": 1_000_000, **limits},
+            limits={"messages_per_second": 1e6, "burst": 1_000_000, "identities_per_hour_per_address": 0, **limits},
             history={"database": str(folder / "chat.db")},
             files={"directory": str(folder / "files")},
         )
