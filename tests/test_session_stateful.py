@@ -528,8 +528,10 @@ def test_say_checks_the_text_before_the_target(target: dict[str, str], target_co
     """PROTOCOL.md 3.4: a say with a bad text and a bad target gets `bad_text`, whatever the target's fault."""
     machine = SessionMachine()
     try:
-        machine.alice_and_bob_in_the_lobby_and_one_more_connection()
+        machine.connect()  # the machine's rules record hypothesis events: only its plain helpers here
         alice = machine.connections[0]
+        assert [e[0] for e in machine._request(alice, wire.Login(nick="alice", protocol=1))[alice]] == ["welcome"]
+        machine._request(alice, wire.Join(room="lobby"))
         received = machine._request(alice, wire.Say(text="\x1b[31mred", ref=99, **target))
         assert received == {alice: [("error", "bad_text", 99)]}, f"not {target_code}"
     finally:
