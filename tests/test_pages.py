@@ -13,7 +13,7 @@ from chat.protocol.pages import ENVELOPE_SLACK, fit, list_budget
 _encode = msgspec.json.Encoder().encode
 
 # Texts that stress the encoded size: multi-byte characters, the two escapes a say text may hold, quotes
-texts = st.text(st.sampled_from("aé€😀\n\t\"\\"), min_size=1, max_size=60)
+texts = st.text(st.sampled_from('aé€😀\n\t"\\'), min_size=1, max_size=60)
 messages = st.builds(
     wire.Message,
     id=st.integers(1, 2**53),

@@ -123,7 +123,7 @@ async def test_new_nicks_in_a_loop_stop_at_the_identity_limit_and_resumes_and_ne
     server = await make_server(server={"nick_hold": 28_800}, limits={"identities_per_hour_per_address": 5})
     answers, tokens = [], []
     for number in range(8):
-        conn, first = await first_frame(server, ATTACKER)
+        conn, _ = await first_frame(server, ATTACKER)
         answer = await conn.login(f"squat{number}")
         answers.append(answer.get("code", answer["type"]))
         if answer["type"] == "welcome":

@@ -55,7 +55,7 @@ async def test_a_flood_of_long_messages_stops_at_the_identity_budget_and_a_neigh
     stored = 0
     for number in range(10):  # 16,100 bytes each: 6 fit in 100,000
         await flooder.send({"type": "say", "room": "lobby", "text": "😀" * 4000, "cid": f"f-{number}", "ref": number})
-    for number in range(10):
+    for _ in range(10):
         answer = await flooder.first_of("message", "error")
         if answer["type"] == "message":
             stored += 1

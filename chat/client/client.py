@@ -588,6 +588,7 @@ class Client:
         rooms: list[RoomInfo] = []
         after: str | None = None
         while True:
+
             def ask(ref: RefValue, after: str | None = after) -> Request:
                 return ListRooms(after=after, ref=ref)
 

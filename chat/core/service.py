@@ -58,6 +58,7 @@ def json_size(item: msgspec.Struct) -> int:
     """The length of an item's JSON encoding, as the TCP codec writes it (chat/protocol/pages.py)."""
     return len(_size_encoder.encode(item))
 
+
 Handler = Callable[[Session, Any], Awaitable[None] | None]
 
 
