@@ -50,12 +50,15 @@ class LimitsConfig(_Section):
     max_unauthenticated_per_address: int = 128
     connections_per_minute_per_address: int = 1200
     logins_per_minute_per_address: int = 30
+    identities_per_hour_per_address: int = 100  # new identities (logins without a known token); docs/security.md
+    # Bytes of messages one identity may have stored per hour (text plus a fixed charge per row); 0 = no limit
+    stored_bytes_per_hour_per_identity: int = 2 * 1024 * 1024
 
 
 class HistoryConfig(_Section):
     database: str = "data/chat.db"
     replay: int = 50
-    retention_days: float = 0.0
+    retention_days: float = 90.0
     synchronous: str = "normal"
 
 
@@ -125,6 +128,8 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("limits", "max_unauthenticated_per_address", 0),
     ("limits", "connections_per_minute_per_address", 0),
     ("limits", "logins_per_minute_per_address", 0),
+    ("limits", "identities_per_hour_per_address", 0),
+    ("limits", "stored_bytes_per_hour_per_identity", 0),
     ("history", "replay", 1),
     ("history", "retention_days", 0),
     ("files", "max_bytes", 0),

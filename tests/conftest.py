@@ -38,6 +38,8 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
             "max_unauthenticated_per_address": 0,
             "connections_per_minute_per_address": 0,
             "logins_per_minute_per_address": 0,
+            "identities_per_hour_per_address": 0,
+            "stored_bytes_per_hour_per_identity": 0,
         },
         history={"database": str(tmp_path / "chat.db")},
         files={"directory": str(tmp_path / "files")},

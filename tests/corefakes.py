@@ -65,6 +65,9 @@ class MemoryPeer:
     def throttle(self, seconds: float) -> None:
         pass
 
+    def negotiated(self, caps: frozenset[str]) -> None:
+        """The core switched caps on for this connection (lazy-members changes no codec: nothing to do)."""
+
     @property
     def is_open(self) -> bool:
         return not self.closed

@@ -99,6 +99,39 @@ def test_addresses_with_nothing_open_and_full_buckets_are_forgotten() -> None:
     assert len(addresses) == 0
 
 
+def test_new_identities_stop_at_the_burst_and_come_back_at_the_hourly_rate() -> None:
+    addresses = book(identities_per_hour_per_address=60, connections_per_minute_per_address=0)
+    open_many(addresses, "10.0.0.1", 1)
+    assert [addresses.new_identity("10.0.0.1", 0.0) for _ in range(60)] == [None] * 60
+    refusal = addresses.new_identity("10.0.0.1", 0.0)
+    assert refusal is not None and refusal[0] is ErrorCode.TOO_MANY_IDENTITIES
+    assert "wait 60 s" in refusal[1], "60 an hour: one a minute"
+    assert addresses.new_identity("10.0.0.2", 0.0) is None, "another address has its own count"
+    assert addresses.new_identity("10.0.0.1", 59.0) is not None
+    assert addresses.new_identity("10.0.0.1", 61.0) is None
+    assert addresses.new_identity("10.0.0.1", 61.0) is not None
+
+
+def test_closing_every_connection_does_not_reset_the_count_of_new_identities() -> None:
+    addresses = book(identities_per_hour_per_address=2, connections_per_minute_per_address=0)
+    open_many(addresses, "10.0.0.1", 1)
+    assert addresses.new_identity("10.0.0.1", 0.0) is None and addresses.new_identity("10.0.0.1", 0.0) is None
+    addresses.closed("10.0.0.1", logged_in=True, now=1.0)
+    addresses.sweep(100.0)
+    assert len(addresses) == 1, "its identity bucket is refilling: the address is remembered"
+    open_many(addresses, "10.0.0.1", 1, now=100.0)
+    assert addresses.new_identity("10.0.0.1", 100.0) is not None
+    addresses.closed("10.0.0.1", logged_in=True, now=100.0)
+    addresses.sweep(4000.0)
+    assert len(addresses) == 0, "full again after an hour: forgotten"
+
+
+def test_zero_new_identities_an_hour_means_no_limit() -> None:
+    addresses = book(identities_per_hour_per_address=0)
+    assert all(addresses.new_identity("10.0.0.1", 0.0) is None for _ in range(10_000))
+    assert len(addresses) == 0
+
+
 @settings(deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["open", "login", "close"]), st.integers(0, 3)), max_size=80))
 def test_counts_never_go_negative_and_total_is_the_sum_of_open(steps: list[tuple[str, int]]) -> None:

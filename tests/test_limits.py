@@ -37,3 +37,22 @@ def test_never_more_granted_than_burst_plus_rate_times_elapsed(steps: list[float
         now += step
         granted += bucket.take(now)
     assert granted <= 4 + 3.0 * now + 1e-9
+
+
+def test_spend_takes_a_whole_amount_or_nothing() -> None:
+    bucket = TokenBucket(rate=10.0, burst=1000, now=0.0)
+    assert bucket.spend(600, 0.0) and not bucket.spend(600, 0.0), "400 left: 600 is refused whole"
+    assert bucket.spend(400, 0.0), "a refused spend took nothing"
+    assert not bucket.spend(10, 0.5) and bucket.spend(10, 1.0)  # 10 bytes a second come back
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 10.0), st.integers(0, 500)), max_size=40))
+@settings(deadline=None)
+def test_spend_never_grants_more_than_burst_plus_rate_times_elapsed(steps: list[tuple[float, int]]) -> None:
+    bucket = TokenBucket(rate=50.0, burst=1000, now=0.0)
+    now = granted = 0.0
+    for elapsed, amount in steps:
+        now += elapsed
+        if bucket.spend(amount, now):
+            granted += amount
+        assert granted <= 1000 + 50.0 * now + 1e-6

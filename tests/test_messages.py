@@ -124,7 +124,7 @@ REQUEST_STRATEGIES: dict[type[Request], st.SearchStrategy[Request]] = {
     Whois: st.builds(Whois, ref=refs, nick=texts),
     SetAway: st.builds(SetAway, ref=refs, text=optional_texts),
     ChangeNick: st.builds(ChangeNick, ref=refs, nick=texts),
-    ListRooms: st.builds(ListRooms, ref=refs),
+    ListRooms: st.builds(ListRooms, ref=refs, after=optional_texts),
     QuickSend: st.builds(
         QuickSend,
         ref=refs,
@@ -226,6 +226,7 @@ SERVER_FRAME_STRATEGIES: dict[type[ServerFrame], st.SearchStrategy[ServerFrame]]
         Members,
         room=texts,
         members=st.lists(st.builds(Member, nick=texts, away=optional_texts), max_size=3),
+        truncated=st.booleans(),
         count=st.just(msgspec.UNSET) | st.integers(0, INT64_MAX),
         next=st.just(msgspec.UNSET) | optional_texts,
         ref=refs,
@@ -246,7 +247,10 @@ SERVER_FRAME_STRATEGIES: dict[type[ServerFrame], st.SearchStrategy[ServerFrame]]
     AwayChanged: st.builds(AwayChanged, text=optional_texts, ref=refs),
     NickChanged: st.builds(NickChanged, nick=texts, old=texts, ref=refs),
     RoomList: st.builds(
-        RoomList, rooms=st.lists(st.builds(RoomInfo, room=texts, members=st.integers(0, 1000)), max_size=3), ref=refs
+        RoomList,
+        rooms=st.lists(st.builds(RoomInfo, room=texts, members=st.integers(0, 1000)), max_size=3),
+        next=optional_texts,
+        ref=refs,
     ),
     ServerPing: st.builds(ServerPing, t=free_form_t, ref=refs),
     ServerPong: st.builds(ServerPong, t=free_form_t, ref=refs),

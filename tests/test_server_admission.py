@@ -114,3 +114,28 @@ async def test_near_max_clients_the_last_slots_are_kept_for_small_hosts(make_ser
     for conn in held:
         await conn.close()
     await asyncio.sleep(0)
+
+
+async def test_new_nicks_in_a_loop_stop_at_the_identity_limit_and_resumes_and_neighbours_go_on(
+    make_server: ServerFactory,
+) -> None:
+    """The squatting loop (docs/security.md): log in with a new nick and quit, again and again, from one address."""
+    server = await make_server(server={"nick_hold": 28_800}, limits={"identities_per_hour_per_address": 5})
+    answers, tokens = [], []
+    for number in range(8):
+        conn, _ = await first_frame(server, ATTACKER)
+        answer = await conn.login(f"squat{number}")
+        answers.append(answer.get("code", answer["type"]))
+        if answer["type"] == "welcome":
+            tokens.append((answer["nick"], answer["session"]))
+        await conn.close()
+    assert answers == ["welcome"] * 5 + ["too_many_identities"] * 3
+    assert server.service.engine.nick_holder("squat5") is None, "a refused login reserves nothing"
+    for nick, token in tokens[:2]:  # a login with a known token makes no identity: never counted
+        conn, _ = await first_frame(server, ATTACKER)
+        assert (await conn.login(nick, session=token))["type"] == "welcome"
+        await conn.close()
+    conn, _ = await first_frame(server, ATTACKER)
+    assert (await conn.login("squat9", session="not a token the server knows"))["code"] == "too_many_identities"
+    await conn.close()
+    await neighbour_chats(server)

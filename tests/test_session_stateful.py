@@ -361,9 +361,8 @@ class SessionMachine(RuleBasedStateMachine):
         received = self._request(connection, wire.Say(room=name, text=text, ref=ref))
         if self._not_logged_in(connection, received, ref):
             return
-        # The service checks the room before the text; PROTOCOL.md 3.4 lists the text first (see
-        # test_say_checks_the_text_before_the_target below): modelled as the service does it.
-        refusal = self._room_refusal(connection, name) or (None if text in GOOD_TEXTS else "bad_text")
+        # PROTOCOL.md 3.4: the text is checked first, then the room (test_say_checks_the_text_before_the_target)
+        refusal = ("bad_text" if text not in GOOD_TEXTS else None) or self._room_refusal(connection, name)
         if refusal is not None:
             self._check(received, {connection: [("error", refusal, ref)]})
             return
@@ -380,12 +379,14 @@ class SessionMachine(RuleBasedStateMachine):
         received = self._request(connection, wire.Say(to=to, text=text, ref=ref))
         if self._not_logged_in(connection, received, ref):
             return
-        if to not in GOOD_NICKS:
-            refusal: str | None = "bad_nick"
+        if text not in GOOD_TEXTS:  # PROTOCOL.md 3.4: the text before the nick (see say_in_room)
+            refusal: str | None = "bad_text"
+        elif to not in GOOD_NICKS:
+            refusal = "bad_nick"
         elif fold(to) not in self.holders:
             refusal = "no_such_nick"
-        else:  # the text after the nick, as the service does it (see say_in_room)
-            refusal = None if text in GOOD_TEXTS else "bad_text"
+        else:
+            refusal = None
         if refusal is not None:
             self._check(received, {connection: [("error", refusal, ref)]})
             return
@@ -519,19 +520,18 @@ class SessionMachine(RuleBasedStateMachine):
             assert self.engine.by_nick(connection.key) is connection.session
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ChatService.say resolves the target before it checks the text; PROTOCOL.md 3.4 lists the text first "
-    "(one of the two must change; chat/core/service.py is another branch's to edit)",
-)
 @pytest.mark.parametrize(
-    ("target", "target_code"), [({"room": "den"}, "no_such_room"), ({"to": "nobody"}, "no_such_nick")]
+    ("target", "target_code"),
+    [({"room": "den"}, "no_such_room"), ({"to": "nobody"}, "no_such_nick"), ({"to": "bad nick"}, "bad_nick")],
 )
 def test_say_checks_the_text_before_the_target(target: dict[str, str], target_code: str) -> None:
+    """PROTOCOL.md 3.4: a say with a bad text and a bad target gets `bad_text`, whatever the target's fault."""
     machine = SessionMachine()
     try:
-        machine.alice_and_bob_in_the_lobby_and_one_more_connection()
+        machine.connect()  # the machine's rules record hypothesis events: only its plain helpers here
         alice = machine.connections[0]
+        assert [e[0] for e in machine._request(alice, wire.Login(nick="alice", protocol=1))[alice]] == ["welcome"]
+        machine._request(alice, wire.Join(room="lobby"))
         received = machine._request(alice, wire.Say(text="\x1b[31mred", ref=99, **target))
         assert received == {alice: [("error", "bad_text", 99)]}, f"not {target_code}"
     finally:

@@ -80,6 +80,7 @@ from chat.protocol.messages import (
     QuickSend,
     Quit,
     Request,
+    RoomInfo,
     RoomList,
     Say,
     ServerFrame,
@@ -579,8 +580,23 @@ class Client:
         return _expect(await self._request(lambda ref: Whois(nick=nick, ref=ref)), WhoisInfo)
 
     async def rooms(self) -> RoomList:
-        """Every room with at least one member."""
-        return _expect(await self._request(lambda ref: ListRooms(ref=ref)), RoomList)
+        """Every room with at least one member, in folded-name order.
+
+        A list too long for one frame comes in pages (PROTOCOL.md 3.8): each page's `next` is the `after` of the
+        request for the rest, followed here until a page has none; the pages are returned as one list. Rooms created
+        or removed meanwhile may be missed or, in a later page, seen as they are then."""
+        rooms: list[RoomInfo] = []
+        after: str | None = None
+        while True:
+
+            def ask(ref: RefValue, after: str | None = after) -> Request:
+                return ListRooms(after=after, ref=ref)
+
+            page = _expect(await self._request(ask), RoomList)
+            rooms.extend(page.rooms)
+            if page.next is None or page.next == after or not page.rooms:  # the last page (or a server going round)
+                return RoomList(rooms=rooms, ref=page.ref)
+            after = page.next
 
     async def away(self, text: str | None) -> AwayChanged:
         """Set an away text, or (None) come back; it is set again after every resume."""

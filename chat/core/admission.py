@@ -4,10 +4,16 @@ Addresses are counted by `address_key`: an IPv4 address as it is, an IPv6 addres
 network usually owns a whole /64, and can pick any address in it), an IPv4-mapped IPv6 address as the IPv4 one.
 
 Per key, `AddressBook` keeps the connections open now, those not logged in yet, a token bucket of new connections
-per minute and one of failed logins per minute, plus the time before which a login may not be tried again after a
-failed proof. It takes the time as an argument and knows no sockets: the listener asks `admit` on accept, tells
-`opened`, `logged_in` and `closed`, and the service asks `login_refusal` before checking a proof and tells
-`login_failed` after a wrong one. Each limit is 0 for none.
+per minute, one of failed logins per minute and one of new identities per hour, plus the time before which a login
+may not be tried again after a failed proof. It takes the time as an argument and knows no sockets: the listener
+asks `admit` on accept, tells `opened`, `logged_in` and `closed`, and the service asks `login_refusal` before
+checking a proof, tells `login_failed` after a wrong one, and asks `new_identity` before it creates an identity for
+a login without a known token. Each limit is 0 for none.
+
+Why new identities are counted per address (docs/security.md, Nick squatting): every identity holds its nick for
+`nick_hold` whatever it did, so a host that logs in with a new nick and quits, in a loop, would reserve nicks as fast
+as it can connect. An address entry is kept while any of its buckets is refilling, so closing every connection does
+not reset the count.
 
 `max_clients` keeps a share for small hosts: once the server holds `max_clients` minus a tenth, only addresses with
 fewer than `SMALL_HOST` connections get in, so a host that has taken many slots cannot take the last ones.
@@ -34,6 +40,7 @@ def address_limits(config: Config) -> AddressLimits:
         max_unauthenticated_per_address=limits.max_unauthenticated_per_address,
         connections_per_minute_per_address=limits.connections_per_minute_per_address,
         logins_per_minute_per_address=limits.logins_per_minute_per_address,
+        identities_per_hour_per_address=limits.identities_per_hour_per_address,
         max_clients=config.server.max_clients,
     )
 
@@ -59,6 +66,7 @@ class AddressLimits:
     max_unauthenticated_per_address: int = 20
     connections_per_minute_per_address: int = 600
     logins_per_minute_per_address: int = 20
+    identities_per_hour_per_address: int = 100
     max_clients: int = 1000
 
 
@@ -69,6 +77,7 @@ class _Address:
     unauthenticated: int = 0
     connects: TokenBucket | None = None
     failures: TokenBucket | None = None
+    identities: TokenBucket | None = None
     paused_until: float = 0.0
 
 
@@ -168,6 +177,23 @@ class AddressBook:
                 entry.failures = TokenBucket(rate / 60.0, rate, now)
             entry.failures.take(now)
 
+    def new_identity(self, key: str, now: float) -> tuple[ErrorCode, str] | None:
+        """Why `key` may not have another new identity now, or None, counting this one (a login without a known
+        token is about to create it; `identities_per_hour_per_address`, 0 for no limit)."""
+        rate = self.limits.identities_per_hour_per_address
+        if not rate:
+            return None
+        entry = self._entry(key)
+        if entry.identities is None:
+            entry.identities = TokenBucket(rate / 3600.0, rate, now)
+        if entry.identities.take(now):
+            return None
+        return (
+            ErrorCode.TOO_MANY_IDENTITIES,
+            f"more than {rate} new identities an hour from your address: log in with your session token, "
+            f"or wait {(1.0 - entry.identities.peek(now)) * 3600.0 / rate:.0f} s",
+        )
+
     def connections_of(self, key: str) -> int:
         """Connections open from `key` now."""
         entry = self._addresses.get(key)
@@ -190,7 +216,7 @@ class AddressBook:
     def _forget_if_idle(self, key: str, entry: _Address, now: float) -> None:
         if entry.open > 0 or now < entry.paused_until:
             return
-        for bucket in (entry.connects, entry.failures):
+        for bucket in (entry.connects, entry.failures, entry.identities):
             if bucket is not None and bucket.peek(now) < bucket.burst:
                 return
         del self._addresses[key]

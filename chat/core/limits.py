@@ -1,4 +1,5 @@
-"""Per-connection rate limiting: a token bucket that takes the time as an argument, so tests need no clock."""
+"""Rate limiting: a token bucket (requests, or bytes with `spend`) that takes the time as an argument, so tests need
+no clock."""
 
 from __future__ import annotations
 
@@ -24,6 +25,22 @@ class TokenBucket:
         self._last = now
         if tokens >= 1.0:
             self._tokens = tokens - 1.0
+            return True
+        self._tokens = tokens
+        return False
+
+    def spend(self, count: float, now: float) -> bool:
+        """Spend `count` tokens if there are that many (a byte budget); False, spending none, if not.
+
+        O(1) and allocation-free beyond float arithmetic: it runs once per stored message (`say`)."""
+        tokens = self._tokens
+        if now > self._last:
+            tokens += (now - self._last) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+        self._last = now
+        if tokens >= count:
+            self._tokens = tokens - count
             return True
         self._tokens = tokens
         return False

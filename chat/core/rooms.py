@@ -167,6 +167,7 @@ class RoomDirectory:
         self._dirty: list[Room] = []
         self._schedule_turn = schedule
         self._watermark = watermark
+        self.changes = 0  # rooms created or removed so far: a cached ordering of the rooms is current while unchanged
 
     def get(self, key: str) -> Room | None:
         return self._rooms.get(key)
@@ -176,6 +177,7 @@ class RoomDirectory:
         room = self._rooms.get(key)
         if room is None:
             room = self._rooms[key] = Room(name, key, self._watermark(), self._mark_dirty)
+            self.changes += 1
         room.add(session, hold=hold)
         return room
 
@@ -184,6 +186,7 @@ class RoomDirectory:
         room.remove(session)
         if not room.members and self._rooms.get(room.key) is room:
             del self._rooms[room.key]
+            self.changes += 1
 
     def _mark_dirty(self, room: Room) -> None:
         if not self._dirty:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -27,6 +27,7 @@ from chat import __version__
 from chat.config import Config
 from chat.core.admission import AddressBook, address_key, address_limits
 from chat.core.files import FileService
+from chat.core.limits import TokenBucket
 from chat.core.ports import Store
 from chat.core.quick import QuickRouter
 from chat.core.rooms import Room
@@ -34,6 +35,7 @@ from chat.core.session import Session, State
 from chat.engine.local import LocalEngine
 from chat.protocol import caps as extensions
 from chat.protocol import messages as wire
+from chat.protocol import pages
 from chat.protocol.auth import new_nonce, new_session_token, verify_proof
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.frames import MAX_SERVER_HEADER
@@ -46,7 +48,16 @@ PROTOCOL_VERSION = 1
 HISTORY_LIMIT_DEFAULT = 50
 HISTORY_LIMIT_MAX = 100
 ROOM_KEY_CACHE = 4096
+# docs/security.md, Stored bytes: what one stored message costs besides its text (its row, ids, nicks, cid and
+# index entries, roughly), so that many short messages count too
+STORED_MESSAGE_BYTES = 100
 _size_encoder = msgspec.json.Encoder()
+
+
+def json_size(item: msgspec.Struct) -> int:
+    """The length of an item's JSON encoding, as the TCP codec writes it (chat/protocol/pages.py)."""
+    return len(_size_encoder.encode(item))
+
 
 Handler = Callable[[Session, Any], Awaitable[None] | None]
 
@@ -77,19 +88,25 @@ def to_wire(message: StoredMessage) -> wire.Message:
 
 
 def fit_page(
-    build: Callable[[list[wire.Message], bool], wire.ServerFrame], page: Page, keep_oldest: bool
+    build: Callable[[list[wire.Message], bool], wire.ServerFrame],
+    page: Page,
+    keep_oldest: bool,
+    *,
+    limit: int = MAX_SERVER_HEADER,
+    size: Callable[[msgspec.Struct], int] = json_size,
 ) -> wire.ServerFrame:
-    """A `joined` or `history` event, cutting messages off its far end (and marking it truncated) until its
-    header fits in 1 MiB (PROTOCOL.md 8, "Server frames")."""
-    messages = [to_wire(m) for m in page.messages]
-    truncated = page.truncated
-    while True:
-        frame = build(messages, truncated)
-        if not messages or len(_size_encoder.encode(frame)) <= MAX_SERVER_HEADER:
-            return frame
-        cut = max(1, len(messages) // 8)
-        messages = messages[:-cut] if keep_oldest else messages[cut:]
-        truncated = True
+    """A `joined` or `history` event whose header fits in `limit` (PROTOCOL.md 3.11, "the 1 MiB cut").
+
+    Messages are taken from the near end of the page (the oldest with `keep_oldest`, else the newest), each encoded
+    once to add up its size (chat/protocol/pages.py), and the first that would pass the limit ends the page, which
+    is then `truncated`: the event is never encoded here, only once when it is written."""
+    stored = page.messages
+    nearest_first: Iterable[StoredMessage] = stored if keep_oldest else reversed(stored)
+    budget = pages.list_budget(size(build([], False)), limit)  # `false` is the longer of the two
+    messages, cut = pages.fit(map(to_wire, nearest_first), size, budget)
+    if not keep_oldest:
+        messages.reverse()
+    return build(messages, page.truncated or cut)
 
 
 class ChatService:
@@ -103,6 +120,7 @@ class ChatService:
         clock: Callable[[], float],
         *,
         addresses: AddressBook | None = None,
+        max_reply_bytes: int = MAX_SERVER_HEADER,
     ) -> None:
         self.config = config
         self.store = store
@@ -115,6 +133,12 @@ class ChatService:
         self._room_keys: dict[str, str] = {}
         self._last_spoke: dict[Session, float] = {}  # loop time of each online session's last say or quick (whois)
         self.clock = clock  # loop time, for rate limits and timeouts
+        # PROTOCOL.md 1.10: no reply header over this; lists are cut to fit (chat/protocol/pages.py)
+        self.max_reply_bytes = max_reply_bytes
+        # Each identity's stored-bytes budget (docs/security.md): kept while it refills, also offline, so that
+        # reconnecting does not reset it; `sweep` forgets the full ones of identities not connected.
+        self._storage_budgets: dict[int, TokenBucket] = {}
+        self._rooms_order: tuple[int, list[Room], list[str]] = (-1, [], [])  # (directory changes, rooms, keys)
         self.quick = QuickRouter(engine, config)
         self.files = FileService(self, config)
         self.udp_port = 0
@@ -289,6 +313,14 @@ class ChatService:
             session.close_with(ErrorCode.NICK_TAKEN, self._taken(nick, key, identity, now), request.ref)
             return
         if identity is None:
+            # docs/security.md, Nick squatting: each new identity holds its nick for nick_hold, so they are counted
+            # per address; a login with a known token (a resume) never is.
+            refusal = self.addresses.new_identity(address, self.clock())
+            if refusal is not None:
+                code, message = refusal
+                logger.info("%r: login as %r refused: %s", session, request.nick, code.value)
+                session.close_with(code, message, request.ref)
+                return
             token = new_session_token()
             identity = await self.store.create_identity(token, now)
             # Checked again after the store's round trip, and taken in the same loop turn as this check: two
@@ -305,6 +337,7 @@ class ChatService:
         self.engine.hold_nick(key, nick, identity, now)
         self.store.hold_nick(key, nick, identity, now)
         session.identity, session.token, session.nick, session.nick_key = identity, token, nick, key
+        session.storage = self._storage_budget(identity, self.clock())
         caps = None if request.caps is None else extensions.negotiate(request.caps)  # PROTOCOL.md 10
         if caps:
             session.caps = frozenset(caps)
@@ -328,7 +361,30 @@ class ChatService:
             page = await self.store.page(
                 Scope.private(identity), after=request.since, before=watermark + 1, limit=self.config.history.replay
             )
-            session.send(fit_page(lambda m, t: wire.HistoryPage(private=True, messages=m, truncated=t), page, True))
+            session.send(
+                fit_page(
+                    lambda m, t: wire.HistoryPage(private=True, messages=m, truncated=t),
+                    page,
+                    True,
+                    limit=self.max_reply_bytes,
+                )
+            )
+
+    def _storage_budget(self, identity: int, now: float) -> TokenBucket | None:
+        """The identity's budget of stored bytes (`[limits] stored_bytes_per_hour_per_identity`), or None for none."""
+        per_hour = self.config.limits.stored_bytes_per_hour_per_identity
+        if not per_hour:
+            return None
+        budget = self._storage_budgets.get(identity)
+        if budget is None:
+            budget = self._storage_budgets[identity] = TokenBucket(per_hour / 3600.0, per_hour, now)
+        return budget
+
+    def sweep(self, now: float) -> None:
+        """Forget the storage budgets that are full again of identities not connected (bounded memory)."""
+        for identity, budget in list(self._storage_budgets.items()):
+            if budget.peek(now) >= budget.burst and self.engine.by_identity(identity) is None:
+                del self._storage_budgets[identity]
 
     def _taken(self, nick: str, key: str, identity: int | None, now: int) -> str:
         """The `nick_taken` message, naming the nick it looks like when that one is the reason (PROTOCOL.md 2.8)."""
@@ -417,6 +473,7 @@ class ChatService:
                 ),
                 page,
                 keep_oldest=request.since is not None,
+                limit=self.max_reply_bytes,
             )
         )
         if held:  # as one batch, so a codec that merges presence events merges these too
@@ -452,17 +509,30 @@ class ChatService:
             raise ProtocolViolation(ErrorCode.NO_SUCH_ROOM, f"no room {name!r}")
         paged = request.after is not None or request.limit is not None
         if not paged or extensions.LAZY_MEMBERS not in session.caps:  # PROTOCOL.md 10.4: else the fields are ignored
-            members = [wire.Member(nick=m.nick, away=m.away) for m in room]
-            session.send(wire.Members(room=room.name, members=members, ref=request.ref))
+            # PROTOCOL.md 3.7: the whole list, in join order, cut at the frame limit (long away texts) and marked
+            envelope = json_size(wire.Members(room=room.name, members=[], ref=request.ref))
+            members, cut = pages.fit(
+                (wire.Member(nick=m.nick, away=m.away) for m in room),
+                json_size,
+                pages.list_budget(envelope, self.max_reply_bytes),
+            )
+            session.send(wire.Members(room=room.name, members=members, truncated=cut, ref=request.ref))
             return
         limit = min(request.limit or extensions.MEMBERS_PAGE, extensions.MEMBERS_PAGE)
         page, more = self._member_page(room, request.after, limit)
+        envelope = json_size(wire.Members(room=room.name, members=[], count=len(room), next=None, ref=request.ref))
+        members, cut = pages.fit(
+            (wire.Member(nick=m.nick, away=m.away) for m in page),
+            json_size,
+            pages.list_budget(envelope, self.max_reply_bytes),
+        )
+        more = (more or cut) and bool(members)  # a page cut at the frame limit goes on after its last member
         session.send(
             wire.Members(
                 room=room.name,
-                members=[wire.Member(nick=m.nick, away=m.away) for m in page],
+                members=members,
                 count=len(room),
-                next=page[-1].nick if more else None,
+                next=members[-1].nick if more else None,
                 ref=request.ref,
             )
         )
@@ -503,8 +573,26 @@ class ChatService:
         return page, start + limit < len(ordered)
 
     def list_rooms(self, session: Session, request: wire.ListRooms) -> None:
-        rooms = sorted((wire.RoomInfo(room=r.name, members=len(r)) for r in self.rooms), key=lambda r: fold(r.room))
-        session.send(wire.RoomList(rooms=rooms, ref=request.ref))
+        """PROTOCOL.md 3.8: rooms in folded-name order after `after`, as many as fit under the frame limit; a cut
+        list names the last room it holds in `next`."""
+        ordered, keys = self._rooms_in_order()
+        start = 0 if request.after is None else bisect.bisect_right(keys, fold(request.after))
+        rooms, cut = pages.fit(
+            (wire.RoomInfo(room=ordered[i].name, members=len(ordered[i])) for i in range(start, len(ordered))),
+            json_size,
+            pages.list_budget(json_size(wire.RoomList(rooms=[], ref=request.ref)), self.max_reply_bytes),
+        )
+        after = rooms[-1].room if cut and rooms else None
+        session.send(wire.RoomList(rooms=rooms, next=after, ref=request.ref))
+
+    def _rooms_in_order(self) -> tuple[list[Room], list[str]]:
+        """Every room and its key in folded-name order, sorted again only after rooms were created or removed."""
+        changes, ordered, keys = self._rooms_order
+        if changes != self.rooms.changes:
+            ordered = sorted(self.rooms, key=lambda room: room.key)
+            keys = [room.key for room in ordered]
+            self._rooms_order = (self.rooms.changes, ordered, keys)
+        return ordered, keys
 
     def set_away(self, session: Session, request: wire.SetAway) -> None:
         text = None if request.text is None else checked_text(request.text, self.config.limits.max_text_chars)
@@ -534,11 +622,25 @@ class ChatService:
     # --- messages ----------------------------------------------------------------------------------------------
 
     def say(self, session: Session, request: wire.Say) -> None:
-        """Validate, queue for storage; the commit callback fans the message out (the echo is the ack)."""
-        self._last_spoke[session] = self.clock()
-        target = self.resolve_target(session, request.room, request.to, "say")
+        """Check it in the order of PROTOCOL.md 3.4 (one target, the text, the target), charge the identity's
+        storage budget, queue it for storage; the commit callback fans the message out (the echo is the ack)."""
+        now = self.clock()
+        self._last_spoke[session] = now
+        if (request.room is None) == (request.to is None):
+            raise ProtocolViolation(ErrorCode.BAD_REQUEST, "say takes exactly one of `room` and `to`")
         text = checked_text(request.text, self.config.limits.max_text_chars)
+        target = self.resolve_target(session, request.room, request.to, "say")
+        budget = session.storage
+        # O(1) and no allocation for ASCII text (isascii reads a flag of the str); other text is encoded once
+        if budget is not None and not budget.spend(
+            STORED_MESSAGE_BYTES + (len(text) if text.isascii() else len(text.encode())), now
+        ):
+            raise ProtocolViolation(ErrorCode.STORAGE_RATE_LIMITED, self._storage_refusal())
         self.submit_message(session, target, text, request.cid, request.ref)
+
+    def _storage_refusal(self) -> str:
+        per_hour = self.config.limits.stored_bytes_per_hour_per_identity
+        return f"this identity stored its {per_hour} bytes of messages for the hour; the message was not stored"
 
     def resolve_target(self, session: Session, room: str | None, to: str | None, what: str) -> Target:
         """Where a message goes: a room `session` is in, or a nick some identity holds or held."""
@@ -665,7 +767,7 @@ class ChatService:
                 ref=request.ref,
             )
 
-        session.send(fit_page(build, page, keep_oldest=request.after is not None))
+        session.send(fit_page(build, page, keep_oldest=request.after is not None, limit=self.max_reply_bytes))
 
     def quick_send(self, session: Session, request: wire.QuickSend) -> None:
         """A quick message over TCP (PROTOCOL.md 6): answered with `quick_ok` or an error."""

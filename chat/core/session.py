@@ -48,6 +48,7 @@ class Session:
         "pinged",
         "rooms",
         "state",
+        "storage",
         "token",
         "udp",
     )
@@ -69,6 +70,8 @@ class Session:
         self.udp: UdpPeer | None = None
         self.rooms: dict[str, Room] = {}
         self.caps: frozenset[str] = NO_CAPS
+        # The identity's bytes-stored-per-hour budget (shared by its connections over time; None: no limit)
+        self.storage: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.nick or '-'} {self.peer.address}>"

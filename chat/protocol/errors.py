@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
     CONNECTING_TOO_FAST = "connecting_too_fast"
     TOO_MANY_LOGINS = "too_many_logins"
+    TOO_MANY_IDENTITIES = "too_many_identities"
+    STORAGE_RATE_LIMITED = "storage_rate_limited"
     TIMEOUT = "timeout"
     SERVER_SHUTDOWN = "server_shutdown"
     INTERNAL_ERROR = "internal_error"

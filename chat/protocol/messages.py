@@ -124,7 +124,11 @@ class ChangeNick(Request, tag="nick", kw_only=True):
 
 
 class ListRooms(Request, tag="rooms", kw_only=True):
+    """The rooms that exist; `after` (a room name, exclusive, in folded order) asks for the page after it, as the
+    `next` of the previous reply names it (PROTOCOL.md 3.8: a list over the frame limit comes in pages)."""
+
     type: ClassVar[str] = "rooms"
+    after: str | None = None
 
 
 class QuickSend(Request, tag="quick", kw_only=True):
@@ -427,6 +431,8 @@ class Members(ServerFrame, tag="members", kw_only=True):
     type: ClassVar[str] = "members"
     room: str
     members: list[Member]
+    # PROTOCOL.md 3.7: the whole list (in join order) cut at the frame limit; written only when true
+    truncated: bool = False
     # PROTOCOL.md 10.4: a page (`who` with `after` or `limit`, lazy-members) has the room's member count and the
     # nick to pass as `after` for the next page, null after the last one; a whole list has neither.
     count: int | msgspec.UnsetType = msgspec.UNSET
@@ -470,8 +476,12 @@ class RoomInfo(msgspec.Struct, kw_only=True):
 
 
 class RoomList(ServerFrame, tag="rooms", kw_only=True):
+    """Rooms in folded-name order; `next`, written only when the list was cut at the frame limit, is the `after` of
+    the request for the rest (PROTOCOL.md 3.8)."""
+
     type: ClassVar[str] = "rooms"
     rooms: list[RoomInfo]
+    next: str | None = None
     ref: Ref | None = None
 
 

@@ -195,19 +195,27 @@ class ChatServer:
             for session in list(self.connections):
                 self.service.keepalive(session, now)
             self.service.files.sweep(now)
+            self.service.sweep(now)
             self.addresses.sweep(now)
             if now >= next_prune:
                 next_prune = now + RETENTION_SWEEP_SECONDS
                 await self._prune()
 
     async def _prune(self) -> None:
+        await self.prune_history(now_ms())
+
+    async def prune_history(self, now: int) -> int:
+        """Retention (`[history] retention_days`, PROTOCOL.md 8): delete the messages and files older than that as
+        of `now` (ms since the epoch; the sweep passes the wall clock), and return how many messages went."""
         days = self.config.history.retention_days
+        removed = 0
         if days > 0 and self._store is not None:
-            cutoff = now_ms() - int(days * 86_400_000)
+            cutoff = now - int(days * 86_400_000)
             removed = await self._store.delete_older_than(cutoff)
             self.service.files.remove_stored(await self._store.delete_files_older_than(cutoff))
             if removed:
                 logger.info("retention: removed %d message(s) older than %g days", removed, days)
+        return removed
 
     async def close(self) -> None:
         """Stop accepting, flush history, tell every client `server_shutdown`, and close everything."""

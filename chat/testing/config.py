@@ -24,6 +24,8 @@ _GENEROUS_LIMITS = {
     "max_unauthenticated_per_address": 0,
     "connections_per_minute_per_address": 0,
     "logins_per_minute_per_address": 0,
+    "identities_per_hour_per_address": 0,
+    "stored_bytes_per_hour_per_identity": 0,
 }
 
 
