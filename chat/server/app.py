@@ -19,7 +19,7 @@ from chat.core.limits import TokenBucket
 from chat.core.service import ChatService
 from chat.core.session import Session
 from chat.engine.local import LocalEngine
-from chat.protocol.errors import ErrorCode
+from chat.protocol.errors import ChatError, ErrorCode
 from chat.protocol.frames import FrameLimits
 from chat.protocol.messages import encode_error
 from chat.server.tcp import BatchFrameCodec, FrameCodec, TcpConnection, TurnWriter
@@ -31,6 +31,18 @@ logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 2.0
 RETENTION_SWEEP_SECONDS = 3600.0
+
+
+class ListenError(ChatError):
+    """A listening socket cannot be opened at start; the message names the protocol, address and port."""
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 class ChatServer:
@@ -69,11 +81,23 @@ class ChatServer:
         return self.config.history.database
 
     async def start(self) -> None:
-        """Open the store and both listeners; the bound ports are in `.port` and `.udp_port`."""
+        """Open the store and both listeners; the bound ports are in `.port` and `.udp_port`.
+
+        A start that fails closes whatever it had opened, and raises a `ChatError` whose message is one line naming
+        the file or port at fault (`StoreError` for the database and the files folder, `ListenError` for a port).
+        """
         loop = asyncio.get_running_loop()
         history = self.config.history
         self._store = AsyncStore(history.database, synchronous=history.synchronous)
         await self._store.start()
+        try:
+            await self._start_listening(loop)
+        except BaseException:
+            await self._abandon_start()
+            raise
+
+    async def _start_listening(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._store is not None
         engine = LocalEngine(lambda: turn.schedule())
         turn = self._turn = TurnWriter(loop, engine.flush)
         self.addresses = AddressBook(address_limits(self.config))
@@ -82,27 +106,49 @@ class ChatServer:
         self._handle_frame = self._service.handle_frame
         self._service.files.start()
         await self._prune()
-        self._server = await loop.create_server(
-            self._new_connection,
-            host=self.config.server.host,
-            port=self.config.server.port,
-            backlog=self.config.server.backlog,
-            reuse_address=True,
-        )
+        server = self.config.server
+        try:
+            self._server = await loop.create_server(
+                self._new_connection,
+                host=server.host,
+                port=server.port,
+                backlog=server.backlog,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise ListenError(f"cannot listen on tcp {_host_port(server.host, server.port)}: {_reason(exc)}") from None
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         family = self._server.sockets[0].family
         router = self._service.quick
-        transport, self._udp = await loop.create_datagram_endpoint(
-            lambda: QuickChannel(router),
-            local_addr=(self.config.server.host, self.config.server.udp_port),
-            family=family,
-        )
+        try:
+            transport, self._udp = await loop.create_datagram_endpoint(
+                lambda: QuickChannel(router),
+                local_addr=(server.host, server.udp_port),
+                family=family,
+            )
+        except OSError as exc:
+            where = _host_port(server.host, server.udp_port)
+            raise ListenError(f"cannot listen on udp {where}: {_reason(exc)}") from None
         self.udp_port = transport.get_extra_info("sockname")[1]
         self._service.udp_port = self.udp_port
         self._housekeeping = asyncio.create_task(self._sweep(), name="chat-housekeeping")
         self._closed.clear()
         logger.info("serving on tcp %s:%d, udp %d, database %s", self.host, self.port, self.udp_port, self.database)
+
+    async def _abandon_start(self) -> None:
+        """Close what a failed start had opened, so the process can exit with its one line."""
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._service is not None:
+            self._service.files.close()
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self._store.close()
 
     @property
     def listening_line(self) -> str:
