@@ -45,6 +45,9 @@ class LimitsConfig(_Section):
     login_timeout: float = 10.0
     udp_per_second: float = 200.0
     udp_burst: int = 400
+    # Retransmissions of quick messages to one session (docs/security.md, UDP); a burst of 0 = no limit
+    udp_retransmits_per_second: float = 10.0
+    udp_retransmit_burst: int = 40
     # Per source address (IPv4 address, IPv6 /64; docs/security.md); 0 = no limit
     max_connections_per_address: int = 256
     max_unauthenticated_per_address: int = 128
@@ -121,6 +124,8 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("limits", "login_timeout", 0.05),
     ("limits", "udp_per_second", 0.001),
     ("limits", "udp_burst", 1),
+    ("limits", "udp_retransmits_per_second", 0.001),
+    ("limits", "udp_retransmit_burst", 0),
     ("limits", "max_connections_per_address", 0),
     ("limits", "max_unauthenticated_per_address", 0),
     ("limits", "connections_per_minute_per_address", 0),
