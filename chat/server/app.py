@@ -15,7 +15,7 @@ from types import TracebackType
 
 from chat.config import Config, config_with
 from chat.core.admission import AddressBook, address_key, address_limits
-from chat.core.limits import TokenBucket
+from chat.core.limits import SharedBytes, TokenBucket
 from chat.core.service import ChatService
 from chat.core.session import Session
 from chat.engine.local import LocalEngine
@@ -62,6 +62,12 @@ class ChatServer:
         self._batch_codec = BatchFrameCodec()  # one object for every presence-batch connection: rooms share batches
         limits = config.limits
         self._frame_limits = FrameLimits(limits.max_header_bytes, limits.max_payload_bytes)
+        self._login_limits = FrameLimits(
+            min(limits.max_header_bytes, limits.max_header_bytes_before_login),
+            min(limits.max_payload_bytes, limits.max_payload_bytes_before_login),
+        )
+        # docs/security.md, memory before trust: the input held for frames bigger than a connection's own allowance
+        self.read_pool = SharedBytes(limits.max_buffered_bytes)
         self._service: ChatService | None = None
         # Bound once: an attribute lookup of a method makes a new bound-method object, which a connection would keep.
         self._handle_frame: Callable[[Session, bytes, bytes], Awaitable[None] | None] | None = None
@@ -178,14 +184,18 @@ class ChatServer:
     def _new_connection(self) -> TcpConnection:
         """The protocol of an accepted connection: a `TcpConnection` feeding its own `StreamReader`."""
         assert self._turn is not None
+        own = self.config.limits.max_buffered_bytes_per_connection
         return TcpConnection(
-            asyncio.StreamReader(),
+            asyncio.StreamReader(limit=own // 2),  # the reader stops reading the socket above twice its limit
             codec=self._codec,
             batch_codec=self._batch_codec,
             turn=self._turn,
             limits=self._frame_limits,
             send_queue_bytes=self.config.limits.send_queue_bytes,
             on_open=self._on_open,
+            login_limits=self._login_limits,
+            pool=self.read_pool,
+            own_bytes=own,
         )
 
     def _on_connection(self, connection: TcpConnection) -> None:
