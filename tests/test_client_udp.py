@@ -190,7 +190,9 @@ async def test_a_quick_from_the_server_is_acked_every_time_and_delivered_once() 
 async def test_the_answer_to_a_hello_is_acknowledged_by_its_seq_which_validates_the_address() -> None:
     """PROTOCOL.md 6.5: the answer's seq is one the server sent only to this address after a secret jump."""
     h = harness()
-    answer_seq = h.from_server(dg.Kind.HELLO, dg.HelloBody(seq=h.transport.of_kind(dg.Kind.HELLO)[-1].seq), seq=7_654_321)
+    answer_seq = h.from_server(
+        dg.Kind.HELLO, dg.HelloBody(seq=h.transport.of_kind(dg.Kind.HELLO)[-1].seq), seq=7_654_321
+    )
     assert h.link.state is UdpState.OK
     [ack] = h.transport.of_kind(dg.Kind.ACK)
     assert dg.decode_body(ack.body, dg.AckBody) == dg.AckBody(seq=answer_seq) and answer_seq == 7_654_321

@@ -70,8 +70,8 @@ async def test_many_connections_holding_large_partial_frames_stay_within_the_poo
 
 
 async def test_a_large_header_over_the_rate_is_refused_before_it_is_decoded(make_server: ServerFactory) -> None:
-    """64 KiB of small integers cost about 12 ms to decode: it spends one token per KiB (62) first, and with fewer left it is
-    answered `rate_limited` undecoded (no `ref`), so one connection cannot buy decoding time with one token."""
+    """64 KiB of small integers cost about 12 ms to decode: such a header spends one token per KiB (62) first, and
+    with fewer left it is answered `rate_limited` undecoded (no `ref`): one token no longer buys 12 ms."""
     server = await make_server(limits={"burst": 100, "messages_per_second": 1})
     attacker = await RawConnection.open("127.0.0.1", server.port)
     await attacker.login("attacker")
@@ -94,7 +94,7 @@ async def test_partial_frames_before_login_leave_a_server_process_rss_flat(chat_
     await member.join("lobby")
     baseline = rss_bytes(server_process.pid)
     conns = []
-    for index in range(200):
+    for _ in range(200):
         conn = await RawConnection.open("127.0.0.1", server_process.port)
         conns.append(conn)
         await conn.greeting()

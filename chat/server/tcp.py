@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from chat.core.limits import SharedBytes
 from chat.protocol.caps import PRESENCE_BATCH
 from chat.protocol.errors import ErrorCode, FrameTooLarge
-from chat.core.limits import SharedBytes
 from chat.protocol.frames import PREFIX, PREFIX_SIZE, FrameLimits, encode_frame, parse_prefix
 from chat.protocol.messages import Error, FileData, Presence, PresenceEvent, Presences, Ref, ServerFrame
 
