@@ -4,7 +4,8 @@ A link binds its address with HELLO (a new seq per attempt, at 0, 0.25, 0.75, 1.
 means UDP is blocked, and it tries again every `rebind_seconds`) and acknowledges the answer, which validates its
 address (PROTOCOL.md 6.5: until then the server sends it at most three times what it received from it), measures
 the round trip and clock offset with PING/PONG, sends QUICKs with retransmission and hands those with no ACK after
-5 s back to the client for the TCP fallback, and acknowledges every QUICK the server sends (again for a repeat, delivering it once).
+5 s back to the client for the TCP fallback, and acknowledges every QUICK the server sends (again for a repeat,
+delivering it once).
 
 Every time of that schedule is in `UdpTimings` and every timer runs on one injected `Clock` (the loop by default):
 the binding cycle and the retransmissions are one state machine woken by one `DeadlineTimer`, so a test drives it
