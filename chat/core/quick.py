@@ -165,9 +165,8 @@ class UdpPeer:
             self.validated = self.address
             return True
         if seq >= self.next_seq or self.skip_from <= seq < self.proof_from:
-            self.address = None
+            self.address = None  # what waits for an ACK still falls back over TCP at 5 s
             self.off = True
-            self.pending.clear()
             return False
         return None
 
