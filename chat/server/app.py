@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
@@ -42,6 +43,12 @@ def _host_port(host: str, port: int) -> str:
 
 
 def _reason(exc: OSError) -> str:
+    """What the operating system said ("Address already in use"), not the event loop's wrapping of it."""
+    cause: BaseException | None = exc
+    while cause is not None:  # uvloop wraps the socket's error without its errno
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
     return exc.strerror or str(exc)
 
 
