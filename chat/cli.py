@@ -64,17 +64,14 @@ def run_event_loop(main: Coroutine[Any, Any, int], loop: str | None = None) -> i
 
 
 async def _serve(config: Config) -> int:
-    from chat.server.app import ChatServer
+    from chat.server.app import ChatServer, ListenError
     from chat.store.errors import StoreError
 
     server = ChatServer(config)
     try:
         await server.start()
-    except StoreError as exc:  # one line naming the database and why (chat.store.sqlite.unavailable)
+    except (StoreError, ListenError) as exc:  # one line naming the database, the files folder or the port, and why
         logger.error("%s", exc)
-        return 1
-    except OSError as exc:
-        logger.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, exc.strerror)
         return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

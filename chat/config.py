@@ -37,6 +37,12 @@ class ServerConfig(_Section):
 class LimitsConfig(_Section):
     max_header_bytes: int = 65_536
     max_payload_bytes: int = 1_048_576
+    # Before welcome (docs/security.md, memory before trust): a login is a few hundred bytes and takes no payload
+    max_header_bytes_before_login: int = 4096
+    max_payload_bytes_before_login: int = 0
+    # Input held for one connection without asking the server-wide pool, and that pool (0 = no limit)
+    max_buffered_bytes_per_connection: int = 131_072
+    max_buffered_bytes: int = 33_554_432
     max_text_chars: int = 4000
     send_queue_bytes: int = 2 * 1024 * 1024
     messages_per_second: float = 20.0
@@ -45,6 +51,9 @@ class LimitsConfig(_Section):
     login_timeout: float = 10.0
     udp_per_second: float = 200.0
     udp_burst: int = 400
+    # Retransmissions of quick messages to one session (docs/security.md, UDP); a burst of 0 = no limit
+    udp_retransmits_per_second: float = 10.0
+    udp_retransmit_burst: int = 40
     # Per source address (IPv4 address, IPv6 /64; docs/security.md); 0 = no limit
     max_connections_per_address: int = 256
     max_unauthenticated_per_address: int = 128
@@ -116,6 +125,10 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("server", "nick_hold", 0),
     ("limits", "max_header_bytes", 64),
     ("limits", "max_payload_bytes", 0),
+    ("limits", "max_header_bytes_before_login", 64),
+    ("limits", "max_payload_bytes_before_login", 0),
+    ("limits", "max_buffered_bytes_per_connection", 1024),
+    ("limits", "max_buffered_bytes", 0),
     ("limits", "max_text_chars", 1),
     ("limits", "send_queue_bytes", 1024),
     ("limits", "messages_per_second", 0.001),
@@ -124,6 +137,8 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("limits", "login_timeout", 0.05),
     ("limits", "udp_per_second", 0.001),
     ("limits", "udp_burst", 1),
+    ("limits", "udp_retransmits_per_second", 0.001),
+    ("limits", "udp_retransmit_burst", 0),
     ("limits", "max_connections_per_address", 0),
     ("limits", "max_unauthenticated_per_address", 0),
     ("limits", "connections_per_minute_per_address", 0),

@@ -254,16 +254,19 @@ class RawUdp(asyncio.DatagramProtocol):
             if got == kind:
                 return seq, body
 
-    async def bind(self) -> None:
-        """HELLO until the server answers."""
+    async def bind(self, *, validate: bool = True) -> int:
+        """HELLO until the server answers, then (unless `validate` is False, as an older client does) ACK the
+        answer, which validates the address (PROTOCOL.md 6.5); returns the answer's seq."""
         for _ in range(20):
             seq = self.send(1)
             try:
-                _, body = await self.expect(1, timeout=0.5)
+                answer_seq, body = await self.expect(1, timeout=0.5)
             except AssertionError:
                 continue
             assert body == {"seq": seq}
-            return
+            if validate:
+                self.send(3, {"seq": answer_seq})
+            return answer_seq
         raise AssertionError("the server never answered HELLO")
 
     def close(self) -> None:

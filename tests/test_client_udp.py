@@ -178,12 +178,26 @@ async def test_an_ack_stops_the_retransmissions_and_a_refusal_code_reaches_the_c
 async def test_a_quick_from_the_server_is_acked_every_time_and_delivered_once() -> None:
     h = harness()
     h.answer_hello()
+    h.transport.sent.clear()  # the ACK of the HELLO answer (tested below)
     delivery = dg.QuickDelivery(qid=5, sender="bob", to="alice", text="hi", ts=0)
     seq = h.from_server(dg.Kind.QUICK, delivery)
     h.from_server(dg.Kind.QUICK, delivery, seq=seq)  # our ACK was lost: the server sent it again
     assert [d.qid for d in h.delivered] == [5]
     acks = [dg.decode_body(d.body, dg.AckBody).seq for d in h.transport.of_kind(dg.Kind.ACK)]
     assert acks == [seq, seq]
+
+
+async def test_the_answer_to_a_hello_is_acknowledged_by_its_seq_which_validates_the_address() -> None:
+    """PROTOCOL.md 6.5: the answer's seq is one the server sent only to this address after a secret jump."""
+    h = harness()
+    answer_seq = h.from_server(
+        dg.Kind.HELLO, dg.HelloBody(seq=h.transport.of_kind(dg.Kind.HELLO)[-1].seq), seq=7_654_321
+    )
+    assert h.link.state is UdpState.OK
+    [ack] = h.transport.of_kind(dg.Kind.ACK)
+    assert dg.decode_body(ack.body, dg.AckBody) == dg.AckBody(seq=answer_seq) and answer_seq == 7_654_321
+    h.from_server(dg.Kind.HELLO, dg.HelloBody(seq=999))  # an answer to no HELLO of ours: not acknowledged
+    assert len(h.transport.of_kind(dg.Kind.ACK)) == 1
 
 
 async def test_nothing_goes_by_udp_before_the_link_is_bound() -> None:

@@ -13,7 +13,7 @@ import pytest
 from corefakes import logged_in, peer_of
 
 from chat.config import Config, config_with
-from chat.core.quick import CID_MEMORY_SECONDS, QuickRouter, UdpPeer
+from chat.core.quick import AMPLIFICATION_FACTOR, CID_MEMORY_SECONDS, QuickRouter, UdpPeer
 from chat.core.session import Session
 from chat.engine.local import LocalEngine
 from chat.protocol import datagrams as dg
@@ -34,12 +34,19 @@ class Wire:
         self.router.wake_at = self.wakes.append
         self.seqs: dict[int, int] = {}
 
-    def session(self, nick: str, identity: int, address: Any = None, now: float = 0.0) -> Session:
+    def session(
+        self, nick: str, identity: int, address: Any = None, now: float = 0.0, *, validate: bool = True
+    ) -> Session:
+        """A logged-in session; with `address`, bound there by a HELLO whose answer it ACKs (PROTOCOL.md 6.5)
+        unless `validate` is False (an older client)."""
         session = logged_in(self.engine, nick, identity, now)
         session.udp = self.router.attach(session, now)
         if address is not None:
             self.send(session, dg.Kind.HELLO, None, address, now)
-            assert self.take(address, dg.Kind.HELLO), "HELLO binds and is answered"
+            [answer] = self.take(address, dg.Kind.HELLO)
+            if validate:
+                self.send(session, dg.Kind.ACK, dg.AckBody(seq=answer.seq), address, now)
+                assert udp(session).is_validated
         return session
 
     def send(
@@ -157,7 +164,7 @@ def test_a_signed_ping_nested_too_deep_is_dropped_as_a_bad_body() -> None:
     net = Wire()
     alice = net.session("alice", 1, ALICE)
     peer = udp(alice)
-    deep = dg.encode_datagram(dg.Kind.PING, peer.sid, 2, b'{"t":' + b"[" * 1100, peer.key)
+    deep = dg.encode_datagram(dg.Kind.PING, peer.sid, 3, b'{"t":' + b"[" * 1100, peer.key)
     net.router.datagram_received(deep, ALICE, 0.0)  # raised RecursionError into the loop's datagram_received
     assert net.router.stats["dropped_body"] == 1 and net.take(ALICE, dg.Kind.PONG) == []
 
@@ -329,3 +336,118 @@ def test_a_late_udp_copy_of_a_quick_that_came_by_tcp_is_acked_and_not_delivered_
     net.send(alice, dg.Kind.QUICK, dg.QuickRequest(to="bob", text="tcp first"), ALICE, 0.2, seq=seq)
     assert len(tcp_quicks(bob)) == 1
     assert [dg.decode_body(d.body, dg.AckBody) for d in net.take(ALICE, dg.Kind.ACK)] == [dg.AckBody(seq=seq)]
+
+
+# --- address validation and the retransmission budget (PROTOCOL.md 6.5) --------------------------------------------
+
+VICTIM = ("10.0.0.99", 5353)
+
+
+def size(datagram: dg.Datagram) -> int:
+    return len(datagram.signed) + len(datagram.tag)
+
+
+def sent_to(net: Wire, address: Any) -> list[dg.Datagram]:
+    """Every datagram sent to `address` so far, of any kind (taken)."""
+    taken = [d for d, a in net.sent if a == address]
+    net.sent = [(d, a) for d, a in net.sent if a != address]
+    return taken
+
+
+def test_a_forged_hello_aims_at_most_three_times_its_bytes_at_the_victim() -> None:
+    """A session's holder signs a HELLO from the victim's address, then has quick messages sent to that session
+    for minutes: whatever goes to the victim stays within 3x what came from it; the rest goes over TCP."""
+    net = Wire()
+    alice = net.session("alice", 1, ALICE)
+    mallory = net.session("mallory", 2)
+    from_victim = 0
+    to_victim = 0
+    peer = udp(mallory)
+    for round_ in range(20):  # a forged HELLO now and then, and a forged PING, each signed by the holder
+        now = round_ * 10.0
+        net.send(mallory, dg.Kind.HELLO, None, VICTIM, now)
+        net.send(mallory, dg.Kind.PING, dg.PingBody(t=round_), VICTIM, now)
+        for n in range(5):
+            net.send(alice, dg.Kind.QUICK, dg.QuickRequest(to="mallory", text=f"quick {round_}.{n}"), ALICE, now)
+        for step in range(0, 60):
+            net.router.poll(now + step / 10)
+        to_victim += sum(size(d) for d in sent_to(net, VICTIM))
+    from_victim = peer.received
+    assert from_victim == 20 * (30 + 30 + len(b'{"t":00}')) - 10  # counted by the server as the test sent them
+    assert 0 < to_victim <= AMPLIFICATION_FACTOR * from_victim
+    assert peer.sent == to_victim and not peer.is_validated
+    assert len(tcp_quicks(mallory)) == 100, "every quick message still reached its recipient, over TCP"
+    assert net.router.stats["dropped_amplification"] > 0
+
+
+def test_the_first_seq_sent_to_a_new_address_is_a_secret_step_ahead() -> None:
+    net = Wire()
+    first = net.session("alice", 1)
+    second = net.session("bob", 2)
+    net.send(first, dg.Kind.HELLO, None, ALICE, 0.0)
+    net.send(second, dg.Kind.HELLO, None, BOB, 0.0)
+    [a] = net.take(ALICE, dg.Kind.HELLO)
+    [b] = net.take(BOB, dg.Kind.HELLO)
+    assert a.seq > 1 and b.seq > 1 and a.seq != b.seq, "1 + a random step of up to 2**24 each"
+    net.send(first, dg.Kind.HELLO, None, ALICE, 1.0)  # the periodic re-HELLO from the same address: no new step
+    [again] = net.take(ALICE, dg.Kind.HELLO)
+    assert again.seq == a.seq + 1
+
+
+def test_an_older_clients_ack_of_a_quick_validates_its_address() -> None:
+    """No ACK of the HELLO answer (an older client): a short quick message fits the budget its HELLO and PING
+    earned, and the client's ACK of it proves the address; then long ones go by UDP too."""
+    net = Wire()
+    alice = net.session("alice", 1, ALICE)
+    bob = net.session("bob", 2, BOB, validate=False)
+    net.send(bob, dg.Kind.PING, dg.PingBody(t=1_764_607_200_000_000_000), BOB, 0.0)
+    assert net.take(BOB, dg.Kind.PONG)
+    net.send(alice, dg.Kind.QUICK, dg.QuickRequest(to="bob", text="hi"), ALICE, 0.0)
+    [quick] = net.take(BOB, dg.Kind.QUICK)
+    assert not udp(bob).is_validated
+    net.send(bob, dg.Kind.ACK, dg.AckBody(seq=quick.seq), BOB, 0.1)
+    assert udp(bob).is_validated and net.router.stats["address_validated"] == 2  # alice by her HELLO's ACK
+    for n in range(10):
+        net.send(alice, dg.Kind.QUICK, dg.QuickRequest(to="bob", text="long " * 90 + str(n)), ALICE, 0.2)
+    assert len(net.take(BOB, dg.Kind.QUICK)) == 10 and tcp_quicks(bob) == []
+
+
+def test_a_long_quick_to_an_unvalidated_address_goes_over_tcp_at_once() -> None:
+    net = Wire()
+    alice = net.session("alice", 1, ALICE)
+    bob = net.session("bob", 2, BOB, validate=False)
+    net.send(alice, dg.Kind.QUICK, dg.QuickRequest(to="bob", text="long " * 90), ALICE, 0.0)
+    assert net.take(BOB, dg.Kind.QUICK) == [] and len(tcp_quicks(bob)) == 1
+    assert net.router.poll(10.0) is None, "nothing waits for an ACK"
+
+
+@pytest.mark.parametrize("guess", ["skipped", "unsent"])
+def test_an_ack_guessing_a_seq_never_sent_turns_udp_off_for_the_session(guess: str) -> None:
+    net = Wire()
+    alice = net.session("alice", 1, ALICE)
+    mallory = net.session("mallory", 2, ALICE, validate=False)  # learns the send counter at its own address
+    peer = udp(mallory)
+    known = peer.next_seq
+    net.send(mallory, dg.Kind.HELLO, None, VICTIM, 0.0)  # forged: the answer goes to the victim, a secret step on
+    assert peer.next_seq > known + 1
+    seq = known if guess == "skipped" else peer.next_seq
+    net.send(mallory, dg.Kind.ACK, dg.AckBody(seq=seq), VICTIM, 0.0)
+    assert peer.off and peer.address is None and net.router.stats["forged_ack"] == 1
+    net.send(mallory, dg.Kind.HELLO, None, ALICE, 0.1)
+    assert net.take(ALICE, dg.Kind.HELLO) == [] and net.router.stats["dropped_udp_off"] == 1
+    net.send(alice, dg.Kind.QUICK, dg.QuickRequest(to="mallory", text="tcp now"), ALICE, 0.2)
+    assert len(tcp_quicks(mallory)) == 1 and sent_to(net, VICTIM)[1:] == []
+
+
+def test_retransmissions_over_the_session_budget_are_skipped_and_the_tcp_fallback_still_comes() -> None:
+    limits = {"udp_retransmits_per_second": 0.01, "udp_retransmit_burst": 3}
+    net = Wire(config_with(Config(), limits=limits))
+    alice, bob = net.session("alice", 1, ALICE), net.session("bob", 2, BOB)
+    for n in range(4):
+        net.send(alice, dg.Kind.QUICK, dg.QuickRequest(to="bob", text=f"q{n}"), ALICE, 0.0)
+    assert len(net.take(BOB, dg.Kind.QUICK)) == 4
+    for step in range(0, 600):
+        net.router.poll(step / 100)
+    assert len(net.take(BOB, dg.Kind.QUICK)) == 3, "3 of the 16 retransmissions fit the budget"
+    assert net.router.stats["dropped_retransmit_budget"] == 13
+    assert len(tcp_quicks(bob)) == 4, "each falls back over TCP at 5 s"

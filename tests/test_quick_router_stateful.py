@@ -76,6 +76,7 @@ class Client:
     read: int = 0  # TCP events of the session already looked at
     acks: list[dg.AckBody] = field(default_factory=list)
     hellos: list[int] = field(default_factory=list)
+    hello_answers: list[int] = field(default_factory=list)  # seqs of the router's HELLO answers
     errors: list[wire.Error] = field(default_factory=list)
     oks: list[wire.QuickOk] = field(default_factory=list)
 
@@ -102,7 +103,12 @@ class QuickRouterMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.engine = LocalEngine(lambda: None)
-        limits = {"udp_per_second": 100_000.0, "udp_burst": 100_000}  # rates are tested elsewhere
+        limits = {  # rates and the retransmission budget are tested elsewhere (tests/test_quick_router.py)
+            "udp_per_second": 100_000.0,
+            "udp_burst": 100_000,
+            "udp_retransmits_per_second": 100_000.0,
+            "udp_retransmit_burst": 100_000,
+        }
         self.router = QuickRouter(self.engine, config_with(Config(), limits=limits))
         self.router.send_datagram = lambda data, address: self.wire.append((data, address))
         self.router.wake_at = self._arm
@@ -144,6 +150,7 @@ class QuickRouterMachine(RuleBasedStateMachine):
                 client.acks.append(dg.decode_body(datagram.body, dg.AckBody))
             elif datagram.kind is dg.Kind.HELLO:
                 client.hellos.append(dg.decode_body(datagram.body, dg.HelloBody).seq)
+                client.hello_answers.append(datagram.seq)
         for client in self.everyone:
             events = peer_of(client.session).events
             new, client.read = events[client.read :], len(events)
@@ -253,6 +260,12 @@ class QuickRouterMachine(RuleBasedStateMachine):
         )
         assert self._step_done() == []
         assert client.hellos[-1:] == [seq] and udp.address == client.address
+        # PROTOCOL.md 6.5: the client acknowledges the answer, which validates its address
+        ack = dg.encode_body(dg.AckBody(seq=client.hello_answers[-1]))
+        self.router.datagram_received(
+            dg.encode_datagram(dg.Kind.ACK, udp.sid, client.seq(), ack, udp.key), client.address, self.now
+        )
+        assert self._step_done() == [] and udp.is_validated
 
     @precondition(lambda self: any(c.bound for c in self.clients.values()))
     @rule(data=st.data(), to=st.sampled_from(NICKS), cid=st.sampled_from(CIDS))

@@ -239,3 +239,48 @@ async def test_typing_is_forwarded_by_udp_only(server: ChatServer, connect: Conn
     assert not [h for h in carol.inbox if h["type"] not in ("presence",)], "never over TCP"
     for endpoint in (a_udp, b_udp):
         endpoint.close()
+
+
+async def test_a_forged_hello_gets_at_most_three_times_its_bytes_sent_to_the_victim(
+    server: ChatServer, connect: ConnectFactory
+) -> None:
+    """PROTOCOL.md 6.5 over real sockets: mallory signs HELLOs for its own session from the victim's address
+    (127.0.0.2) and bob sends the room quick messages; the victim gets at most 3x what came from it, and mallory
+    still gets every quick message (over TCP)."""
+    server.service.quick.schedule = dg.PROTOCOL_SCHEDULE.scaled(0.1)  # fallbacks in 0.5 s, not 5
+    mallory, bob = await connect("mallory"), await connect("bob")
+    for conn in (mallory, bob):
+        await conn.join("lobby")
+    victim = await RawUdp.open(server.udp_port, mallory.welcome, source="127.0.0.2")
+    qids = []
+    for n in range(10):
+        victim.send(HELLO)  # "from" the victim: in a real attack its source address is forged
+        ok = await bob.request({"type": "quick", "room": "lobby", "text": f"quick message {n}"}, "quick_ok")
+        qids.append(ok["qid"])
+    got = [(await mallory.expect("quick", timeout=5))["qid"] for _ in qids]
+    assert sorted(got) == sorted(qids)
+    peer = server.service.quick.peers[victim.sid]
+    from_victim = 10 * (dg.PREFIX.size + dg.TAG_BYTES)
+    assert peer.received == from_victim and not peer.is_validated
+    while victim.bytes_received < peer.sent:  # the server's own count of what it sent there
+        await asyncio.wait_for(victim.queue.get(), 5)
+    assert 0 < victim.bytes_received <= 3 * from_victim
+    victim.close()
+
+
+async def test_a_client_that_acks_the_hello_answer_gets_long_quick_messages_by_udp(
+    server: ChatServer, connect: ConnectFactory
+) -> None:
+    alice, bob = await connect("alice"), await connect("bob")
+    a_udp, b_udp = await udp_for(server, alice), await udp_for(server, bob)  # bind() ACKs the answer
+    await barrier(b_udp)
+    assert server.service.quick.peers[b_udp.sid].is_validated
+    text = "a long quick message " * 20
+    a_udp.send(QUICK, {"to": "bob", "text": text})
+    seq, body = await b_udp.expect(QUICK)
+    assert body is not None and body["text"] == text
+    b_udp.send(ACK, {"seq": seq})
+    await barrier(b_udp)
+    assert not [h for h in bob.inbox if h["type"] == "quick"]
+    for endpoint in (a_udp, b_udp):
+        endpoint.close()

@@ -67,3 +67,38 @@ def test_a_busy_tcp_port_is_named(tmp_path: Path) -> None:
         command = [sys.executable, "-m", "chat.cli", "--host", "127.0.0.1", "--port", str(port), "--udp-port", "0"]
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert_one_clear_line(result, f"127.0.0.1:{port}")
+
+
+def test_a_busy_udp_port_is_named(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "chat.cli", "--host", "127.0.0.1", "--port", "0", "--udp-port", str(port)]
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    line = assert_one_clear_line(result, f"udp 127.0.0.1:{port}")
+    assert "in use" in line
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot create files in: a read-only one, or for root a path under /proc."""
+    if os.geteuid() == 0:
+        if not Path("/proc/self").is_dir():
+            pytest.skip("running as root and no /proc to stand for an unwritable folder")
+        return Path("/proc/self/chat-files")  # root may write anywhere but where the kernel takes no files
+    folder = tmp_path / "files"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder
+
+
+def test_an_unwritable_files_folder_is_named(tmp_path: Path) -> None:
+    folder = unwritable_folder(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[files]\ndirectory = "{folder}"\n[history]\ndatabase = ":memory:"\n')
+    try:
+        result = start_server(tmp_path, "--config", str(config))
+    finally:
+        if folder.is_relative_to(tmp_path):
+            folder.chmod(0o700)
+    line = assert_one_clear_line(result, str(folder))
+    assert "files folder" in line and "cannot listen" not in line

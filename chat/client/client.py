@@ -254,6 +254,11 @@ class Client:
         try:
             async with asyncio.timeout(timeout):
                 await link.wait_settled()
+                if link.state is UdpState.OK and link.rtt is None:
+                    # PROTOCOL.md 6.5: a PONG answers a PING sent after the ACK of the HELLO answer, so once it is
+                    # here the server has seen that ACK and sends this address everything by UDP (lost: go on)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(link.ping(), 1.0)
         except TimeoutError:
             return False
         return link.state is UdpState.OK

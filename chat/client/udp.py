@@ -1,9 +1,11 @@
 """The client's end of the UDP quick-message channel (PROTOCOL.md 6): one `UdpLink` per logged-in connection.
 
 A link binds its address with HELLO (a new seq per attempt, at 0, 0.25, 0.75, 1.75 and 3.75 s; no answer within 5 s
-means UDP is blocked, and it tries again every `rebind_seconds`), measures the round trip and clock offset with
-PING/PONG, sends QUICKs with retransmission and hands those with no ACK after 5 s back to the client for the TCP
-fallback, and acknowledges every QUICK the server sends (again for a repeat, delivering it once).
+means UDP is blocked, and it tries again every `rebind_seconds`) and acknowledges the answer, which validates its
+address (PROTOCOL.md 6.5: until then the server sends it at most three times what it received from it), measures
+the round trip and clock offset with PING/PONG, sends QUICKs with retransmission and hands those with no ACK after
+5 s back to the client for the TCP fallback, and acknowledges every QUICK the server sends (again for a repeat,
+delivering it once).
 
 Every time of that schedule is in `UdpTimings` and every timer runs on one injected `Clock` (the loop by default):
 the binding cycle and the retransmissions are one state machine woken by one `DeadlineTimer`, so a test drives it
@@ -180,6 +182,8 @@ class UdpLink(asyncio.DatagramProtocol):
         elif kind is dg.Kind.HELLO:
             hello = dg.decode_body(datagram.body, dg.HelloBody)
             if hello.seq in self._hellos:
+                # PROTOCOL.md 6.5: acknowledging the answer shows the server this address receives what it sends
+                self._send(dg.Kind.ACK, dg.AckBody(seq=datagram.seq))
                 self._bound_now(self._clock.time())
         elif kind is dg.Kind.PONG:
             pong = dg.decode_body(datagram.body, dg.PongBody)

@@ -36,6 +36,7 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ from chat.core.limits import ByteBudget
 from chat.protocol import messages as wire
 from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.names import file_display_name
+from chat.store.errors import FilesUnavailable
 from chat.store.history import FileRecord, StoredMessage, now_ms
 
 if TYPE_CHECKING:
@@ -108,10 +110,19 @@ class FileService:
         self._exhaustion_unlogged = 0
 
     def start(self) -> None:
-        """Create the folders; partial uploads of an earlier run cannot be resumed, so their data goes."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.partial, ignore_errors=True)
-        self.partial.mkdir(parents=True, exist_ok=True)
+        """Create the folders and prove they take a file; partial uploads of an earlier run cannot be resumed, so
+        their data goes. FilesUnavailable names the folder when the operating system refuses (a clear start-up
+        line rather than a failed upload later)."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self.partial.mkdir(parents=True, exist_ok=True)
+            descriptor, probe = tempfile.mkstemp(dir=self.partial, prefix="probe-")
+            os.close(descriptor)
+            os.unlink(probe)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise FilesUnavailable(f"cannot use the files folder {self.directory}: {reason}") from None
 
     # --- uploads -----------------------------------------------------------------------------------------------
 

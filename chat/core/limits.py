@@ -30,15 +30,14 @@ class TokenBucket:
         return False
 
     def spend(self, count: float, now: float) -> bool:
-        """Spend `count` tokens if there are that many (a byte budget); False, spending none, if not.
-
-        O(1) and allocation-free beyond float arithmetic: it runs once per stored message (`say`)."""
+        """Spend `count` tokens if there are that many (a byte budget; a large header costs one per KiB,
+        PROTOCOL.md 1.8); False, spending none, if not. O(1): it runs once per stored message (`say`)."""
         tokens = self._tokens
         if now > self._last:
             tokens += (now - self._last) * self.rate
             if tokens > self.burst:
                 tokens = self.burst
-        self._last = now
+            self._last = now
         if tokens >= count:
             self._tokens = tokens - count
             return True
@@ -72,3 +71,33 @@ class ByteBudget:
         self._balance = min(self.rate, self._balance + max(0.0, now - self._last) * self.rate) - count
         self._last = now
         return 0.0 if self._balance >= 0 else -self._balance / self.rate
+
+
+class SharedBytes:
+    """Bytes reserved out of one total shared by every connection (`[limits] max_buffered_bytes`): what the server
+    may hold at once for frames bigger than a connection's own allowance, while they arrive. 0 means no limit.
+
+    `in_use`, `peak` and `refused` are the server's own accounting of that memory (tests and logs read them).
+    """
+
+    __slots__ = ("in_use", "limit", "peak", "refused")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self.peak = 0
+        self.refused = 0
+
+    def reserve(self, count: int) -> bool:
+        """Take `count` bytes if they fit; False (and counted) if they do not."""
+        if self.limit and self.in_use + count > self.limit:
+            self.refused += 1
+            return False
+        self.in_use += count
+        if self.in_use > self.peak:
+            self.peak = self.in_use
+        return True
+
+    def release(self, count: int) -> None:
+        """Give back what `reserve` took."""
+        self.in_use -= count

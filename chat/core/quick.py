@@ -6,6 +6,20 @@ tag, the session's token bucket, the replay window (a repeated QUICK is acknowle
 only), and a bound address (only a HELLO newer than every seq seen binds one). Nothing is ever sent to an address
 that no valid HELLO bound.
 
+Address validation (PROTOCOL.md 6.5, after RFC 9000 section 8): a HELLO is signed with the session key, which the
+session's own holder knows, so its source address proves nothing; a holder could bind a victim's address and aim
+every quick message of a room at it. So a newly bound address is unvalidated: the server sends it at most
+`AMPLIFICATION_FACTOR` times the bytes it received from it since the binding (a QUICK that does not fit goes over
+TCP, anything else is not sent). It becomes validated by an ACK from it naming a seq that only it could have seen:
+binding it moves the server's send counter forward by a secret random step, so the first seq sent there is
+unguessable, and an ACK of any seq sent there since proves the datagram arrived. The client library ACKs the HELLO
+answer at once; an older client proves its address with its first ACK of a QUICK. An ACK from the bound address
+of a seq never sent (a guess) turns UDP off for the session: only forgery does that. Invariants: `sent` never
+exceeds three times `received` while `address` is not `validated`; the send counter only grows.
+
+Retransmissions also spend a per-session token bucket (`[limits] udp_retransmits_per_second`, `udp_retransmit_burst`):
+over it, a retransmission is skipped (the TCP fallback 5 s after the first send still comes).
+
 A quick message accepted from either path (UDP QUICK or TCP `quick`) gets a `qid` and goes to each recipient: as a
 QUICK datagram retransmitted 0.25, 0.75, 1.75 and 3.75 s after the first send until ACKed, or over TCP when the
 recipient has no bound address, the datagram would not fit, or 5 s passed without an ACK. Quick messages are not
@@ -16,6 +30,7 @@ twice.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -45,6 +60,8 @@ CID_MEMORY_SECONDS = 600.0  # PROTOCOL.md 6: a cid is delivered at most once in 
 MAX_ADDRESS_BUCKETS = 4096
 TYPING_PER_SECOND = 1.0
 TYPING_BURST = 3
+AMPLIFICATION_FACTOR = 3  # PROTOCOL.md 6.5: bytes sent to an unvalidated address per byte received from it
+SEQ_JUMP = 2**24  # the send counter moves forward by 1..SEQ_JUMP when an unvalidated address is bound
 
 
 def _remember(table: OrderedDict[int, T], key: int, value: T) -> None:
@@ -55,9 +72,28 @@ def _remember(table: OrderedDict[int, T], key: int, value: T) -> None:
 
 
 class UdpPeer:
-    """One session's UDP channel: credentials, bound address, both seq counters, replay window, what awaits an ACK."""
+    """One session's UDP channel: credentials, bound address, both seq counters, replay window, what awaits an ACK,
+    and the address validation state (PROTOCOL.md 6.5)."""
 
-    __slots__ = ("address", "bucket", "key", "next_seq", "pending", "qids", "session", "sid", "typing", "window")
+    __slots__ = (
+        "address",
+        "bucket",
+        "key",
+        "next_seq",
+        "off",
+        "pending",
+        "proof_from",
+        "qids",
+        "received",
+        "retransmits",
+        "sent",
+        "session",
+        "sid",
+        "skip_from",
+        "typing",
+        "validated",
+        "window",
+    )
 
     def __init__(
         self,
@@ -67,6 +103,7 @@ class UdpPeer:
         bucket: TokenBucket,
         typing: TokenBucket,
         schedule: dg.RetransmitSchedule = dg.PROTOCOL_SCHEDULE,
+        retransmits: TokenBucket | None = None,
     ) -> None:
         self.session = session
         self.sid = sid
@@ -78,17 +115,64 @@ class UdpPeer:
         self.qids: OrderedDict[int, int] = OrderedDict()  # seq of a delivered QUICK -> its qid
         self.bucket = bucket
         self.typing = typing
+        self.retransmits = retransmits
+        # address validation: the last address that proved it receives; bytes received from and sent to the bound
+        # address since it was bound (counted while it is not the validated one); the seqs sent only to it start at
+        # `proof_from`, those in [skip_from, proof_from) were never sent at all
+        self.validated: Address | None = None
+        self.received = 0
+        self.sent = 0
+        self.proof_from = 1
+        self.skip_from = 1
+        self.off = False  # a forged ACK was seen: no more UDP for this session
 
     @property
     def key_hex(self) -> str:
         """The key as `welcome` carries it (kept as bytes only: one connection's memory counts)."""
         return self.key.hex()
 
-    def datagram(self, kind: dg.Kind, body: dg.Body | None) -> tuple[int, bytes]:
-        """The next seq and a signed datagram to this peer."""
-        seq, self.next_seq = self.next_seq, self.next_seq + 1
-        raw = b"" if body is None else dg.encode_body(body)
-        return seq, dg.encode_datagram(kind, self.sid, seq, raw, self.key)
+    @property
+    def is_validated(self) -> bool:
+        """The bound address has shown that it receives what is sent to it."""
+        return self.address is not None and self.address == self.validated
+
+    def bind(self, address: Address) -> bool:
+        """A HELLO newer than every seq seen came from `address`: bind it; False if the session cannot (its UDP
+        is off, or its send counter has no room left for the secret step)."""
+        if self.off:
+            return False
+        if address == self.address:
+            return True  # the client's periodic re-HELLO: same address, same validation state
+        self.address = address
+        if address == self.validated:
+            return True
+        step = secrets.randbelow(SEQ_JUMP) + 1
+        if self.next_seq + step + dg.WINDOW > dg.MAX_SEQ:
+            self.address = None
+            self.off = True
+            return False
+        self.skip_from, self.next_seq = self.next_seq, self.next_seq + step
+        self.proof_from = self.next_seq
+        self.received = self.sent = 0
+        return True
+
+    def acked(self, seq: int) -> bool | None:
+        """An ACK of `seq` came from the bound address: True if it validates it, False if it names a seq never
+        sent (a guess: UDP goes off), None if it proves nothing."""
+        if self.is_validated:
+            return None
+        if self.proof_from <= seq < self.next_seq:
+            self.validated = self.address
+            return True
+        if seq >= self.next_seq or self.skip_from <= seq < self.proof_from:
+            self.address = None  # what waits for an ACK still falls back over TCP at 5 s
+            self.off = True
+            return False
+        return None
+
+    def affords(self, size: int) -> bool:
+        """Whether `size` more bytes may go to the bound address now (always, once it is validated)."""
+        return self.is_validated or self.sent + size <= AMPLIFICATION_FACTOR * self.received
 
 
 class ReplayWindowWithAcks(dg.ReplayWindow):
@@ -141,6 +225,9 @@ class QuickRouter:
             TokenBucket(limits.udp_per_second, limits.udp_burst, now),
             TokenBucket(TYPING_PER_SECOND, TYPING_BURST, now),
             self.schedule,
+            TokenBucket(limits.udp_retransmits_per_second, limits.udp_retransmit_burst, now)
+            if limits.udp_retransmit_burst
+            else None,
         )
         self.peers[sid] = peer
         return peer
@@ -180,12 +267,18 @@ class QuickRouter:
                 self.stats["dropped_stale_hello"] += 1
                 return
             peer.window.mark(datagram.seq)
-            peer.address = address
+            if not peer.bind(address):
+                self.stats["dropped_udp_off"] += 1
+                return
+            peer.received += len(data)
             self._send(peer, dg.Kind.HELLO, dg.HelloBody(seq=datagram.seq))
             return
         if peer.address is None:
             self.stats["dropped_unbound"] += 1
             return
+        from_bound = address == peer.address
+        if from_bound:
+            peer.received += len(data)
         if seen is not dg.Seen.NEW:
             if seen is dg.Seen.DUPLICATE and datagram.kind is dg.Kind.QUICK and datagram.seq in peer.window.ack_codes:
                 self.stats["quick_reacked"] += 1  # the sender's ACK was lost: acknowledge again, deliver nothing
@@ -199,7 +292,7 @@ class QuickRouter:
             self.stats["dropped_kind"] += 1
             return
         try:
-            handler(self, peer, datagram, now)
+            handler(self, peer, datagram, from_bound, now)
         except Exception:  # total: no datagram, however signed, gets an exception into the loop
             self.stats["handler_failed"] += 1
             if self.stats["handler_failed"] == 1 or self.stats["handler_failed"] % 1000 == 0:
@@ -222,7 +315,7 @@ class QuickRouter:
 
     # --- kinds -------------------------------------------------------------------------------------------------
 
-    def _on_quick(self, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
+    def _on_quick(self, peer: UdpPeer, datagram: dg.Datagram, from_bound: bool, now: float) -> None:
         try:
             body = dg.decode_body(datagram.body, dg.QuickRequest)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -244,16 +337,25 @@ class QuickRouter:
         self._ack(peer, seq, exc.code.value)
         peer.session.send(wire.Error(code=exc.code.value, message=exc.message, seq=seq))
 
-    def _on_ack(self, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
+    def _on_ack(self, peer: UdpPeer, datagram: dg.Datagram, from_bound: bool, now: float) -> None:
         try:
             body = dg.decode_body(datagram.body, dg.AckBody)
         except (msgspec.ValidationError, msgspec.DecodeError):
             self.stats["dropped_body"] += 1
             return
+        if from_bound:
+            proof = peer.acked(body.seq)
+            if proof is True:
+                self.stats["address_validated"] += 1
+            elif proof is False:
+                self.stats["forged_ack"] += 1
+                logger.info("%r: an ACK of a seq never sent, from %r: UDP is off for this session", peer.session,
+                            peer.session.address)  # fmt: skip
+                return
         if peer.pending.ack(body.seq) is not None:
             self.stats["quick_acked_by_recipient"] += 1
 
-    def _on_ping(self, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
+    def _on_ping(self, peer: UdpPeer, datagram: dg.Datagram, from_bound: bool, now: float) -> None:
         try:
             body = dg.decode_body(datagram.body, dg.PingBody) if datagram.body else dg.PingBody()
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -261,7 +363,7 @@ class QuickRouter:
             return
         self._send(peer, dg.Kind.PONG, dg.PongBody(t=body.t, server_ts=time.time_ns() // 1_000_000))
 
-    def _on_typing(self, peer: UdpPeer, datagram: dg.Datagram, now: float) -> None:
+    def _on_typing(self, peer: UdpPeer, datagram: dg.Datagram, from_bound: bool, now: float) -> None:
         """Best effort, never acknowledged, never over TCP: forwarded to recipients with a bound address only."""
         if not peer.typing.take(now):
             self.stats["dropped_typing_rate"] += 1
@@ -283,7 +385,7 @@ class QuickRouter:
             if recipient.udp is not None and recipient.udp.address is not None:
                 self._send(recipient.udp, dg.Kind.TYPING, notice)
 
-    _handlers: dict[dg.Kind, Callable[[QuickRouter, UdpPeer, dg.Datagram, float], None]] = {
+    _handlers: dict[dg.Kind, Callable[[QuickRouter, UdpPeer, dg.Datagram, bool, float], None]] = {
         dg.Kind.QUICK: _on_quick,
         dg.Kind.ACK: _on_ack,
         dg.Kind.PING: _on_ping,
@@ -370,11 +472,11 @@ class QuickRouter:
         peer = recipient.udp
         if peer is not None and peer.address is not None:
             try:
-                seq, data = peer.datagram(dg.Kind.QUICK, delivery)
+                seq, data = self._datagram_within_budget(peer, dg.Kind.QUICK, delivery)
             except dg.DatagramError:
-                pass  # too big for a datagram (long CJK text): TCP
+                pass  # too big for a datagram (long CJK text), or over an unvalidated address's budget: TCP
             else:
-                self.send_datagram(data, peer.address)
+                self._transmit(peer, data)
                 peer.pending.add(seq, data, now, InFlight(recipient, delivery))
                 self.wake_at(peer.pending.schedule.due(now, 1))
                 return
@@ -392,9 +494,16 @@ class QuickRouter:
                 continue
             resend, expired = peer.pending.poll(now)
             for pending in resend:
-                if peer.address is not None:
-                    self.stats["quick_retransmitted"] += 1
-                    self.send_datagram(pending.data, peer.address)
+                if peer.address is None:
+                    continue
+                if peer.retransmits is not None and not peer.retransmits.take(now):
+                    self.stats["dropped_retransmit_budget"] += 1
+                    continue
+                if not peer.affords(len(pending.data)):
+                    self.stats["dropped_amplification"] += 1
+                    continue
+                self.stats["quick_retransmitted"] += 1
+                self._transmit(peer, pending.data)
             for pending in expired:
                 in_flight: InFlight = pending.context
                 self._over_tcp(in_flight.recipient, in_flight.delivery)
@@ -406,8 +515,30 @@ class QuickRouter:
     # --- helpers -----------------------------------------------------------------------------------------------
 
     def _send(self, peer: UdpPeer, kind: dg.Kind, body: dg.Body | None) -> None:
+        """Send one datagram to the bound address, unless it is over an unvalidated address's budget."""
+        try:
+            _, data = self._datagram_within_budget(peer, kind, body)
+        except dg.DatagramError:
+            return
+        self._transmit(peer, data)
+
+    def _datagram_within_budget(self, peer: UdpPeer, kind: dg.Kind, body: dg.Body | None) -> tuple[int, bytes]:
+        """The next datagram to `peer`, or DatagramError if it would not fit the amplification budget (checked
+        before a seq is spent) or a datagram."""
+        raw = b"" if body is None else dg.encode_body(body)
+        if not peer.affords(dg.PREFIX.size + len(raw) + dg.TAG_BYTES):
+            self.stats["dropped_amplification"] += 1
+            raise dg.DatagramError("over the amplification budget of an unvalidated address")
+        if peer.next_seq > dg.MAX_SEQ:
+            raise dg.DatagramError("no seq left in this session")
+        data = dg.encode_datagram(kind, peer.sid, peer.next_seq, raw, peer.key)
+        seq, peer.next_seq = peer.next_seq, peer.next_seq + 1
+        return seq, data
+
+    def _transmit(self, peer: UdpPeer, data: bytes) -> None:
+        """Hand a datagram for the bound address to the socket, counting it against the budget."""
         assert peer.address is not None
-        _, data = peer.datagram(kind, body)
+        peer.sent += len(data)
         self.send_datagram(data, peer.address)
 
     def _ack(self, peer: UdpPeer, seq: int, code: str | None) -> None:

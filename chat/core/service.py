@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 HISTORY_LIMIT_DEFAULT = 50
 HISTORY_LIMIT_MAX = 100
+# PROTOCOL.md 1.8: a header of this many bytes or more spends one token per such part before it is decoded, so the
+# work of decoding it (about 12 ms for 64 KiB of small integers) is paid for first, and over the rate it is not done
+HEADER_TOKEN_BYTES = 1024
 ROOM_KEY_CACHE = 4096
 # docs/security.md, Stored bytes: what one stored message costs besides its text (its row, ids, nicks, cid and
 # index entries, roughly), so that many short messages count too
@@ -224,6 +227,12 @@ class ChatService:
         closes the connection (PROTOCOL.md 8), so it cannot be repeated on the same connection anyway.
         """
         greeted = session.state is State.GREETED
+        if len(header) >= HEADER_TOKEN_BYTES and not session.bucket.spend(
+            len(header) // HEADER_TOKEN_BYTES, self.clock()
+        ):
+            message = f"a header of {len(header)} bytes costs {len(header) // HEADER_TOKEN_BYTES} tokens; slow down"
+            self._error(session, ErrorCode.RATE_LIMITED, message, None)  # not decoded: no ref to copy
+            return None
         try:
             request = wire.decode_request(header)
         except ProtocolViolation as exc:

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     UNKNOWN_TYPE = "unknown_type"
     FRAME_TOO_LARGE = "frame_too_large"
+    SERVER_BUSY = "server_busy"
     NOT_LOGGED_IN = "not_logged_in"
     ALREADY_LOGGED_IN = "already_logged_in"
     BAD_NICK = "bad_nick"
@@ -56,6 +57,7 @@ class ErrorCode(StrEnum):
 CLOSING_CODES = frozenset(
     {
         ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.SERVER_BUSY,
         ErrorCode.SESSION_TAKEN,
         ErrorCode.TOO_MANY_CLIENTS,
         ErrorCode.TOO_MANY_CONNECTIONS,

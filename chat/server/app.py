@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from chat.config import Config, config_with
 from chat.core.admission import AddressBook, address_key, address_limits
-from chat.core.limits import TokenBucket
+from chat.core.limits import SharedBytes, TokenBucket
 from chat.core.service import ChatService
 from chat.core.session import Session
 from chat.engine.local import LocalEngine
-from chat.protocol.errors import ErrorCode
+from chat.protocol.errors import ChatError, ErrorCode
 from chat.protocol.frames import FrameLimits
 from chat.protocol.messages import encode_error
 from chat.server.tcp import BatchFrameCodec, FrameCodec, TcpConnection, TurnWriter
@@ -31,6 +32,24 @@ logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 2.0
 RETENTION_SWEEP_SECONDS = 3600.0
+
+
+class ListenError(ChatError):
+    """A listening socket cannot be opened at start; the message names the protocol, address and port."""
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _reason(exc: OSError) -> str:
+    """What the operating system said ("Address already in use"), not the event loop's wrapping of it."""
+    cause: BaseException | None = exc
+    while cause is not None:  # uvloop wraps the socket's error without its errno
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    return exc.strerror or str(exc)
 
 
 class ChatServer:
@@ -50,6 +69,12 @@ class ChatServer:
         self._batch_codec = BatchFrameCodec()  # one object for every presence-batch connection: rooms share batches
         limits = config.limits
         self._frame_limits = FrameLimits(limits.max_header_bytes, limits.max_payload_bytes)
+        self._login_limits = FrameLimits(
+            min(limits.max_header_bytes, limits.max_header_bytes_before_login),
+            min(limits.max_payload_bytes, limits.max_payload_bytes_before_login),
+        )
+        # docs/security.md, memory before trust: the input held for frames bigger than a connection's own allowance
+        self.read_pool = SharedBytes(limits.max_buffered_bytes)
         self._service: ChatService | None = None
         # Bound once: an attribute lookup of a method makes a new bound-method object, which a connection would keep.
         self._handle_frame: Callable[[Session, bytes, bytes], Awaitable[None] | None] | None = None
@@ -69,11 +94,23 @@ class ChatServer:
         return self.config.history.database
 
     async def start(self) -> None:
-        """Open the store and both listeners; the bound ports are in `.port` and `.udp_port`."""
+        """Open the store and both listeners; the bound ports are in `.port` and `.udp_port`.
+
+        A start that fails closes whatever it had opened, and raises a `ChatError` whose message is one line naming
+        the file or port at fault (`StoreError` for the database and the files folder, `ListenError` for a port).
+        """
         loop = asyncio.get_running_loop()
         history = self.config.history
         self._store = AsyncStore(history.database, synchronous=history.synchronous)
         await self._store.start()
+        try:
+            await self._start_listening(loop)
+        except BaseException:
+            await self._abandon_start()
+            raise
+
+    async def _start_listening(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._store is not None
         engine = LocalEngine(lambda: turn.schedule())
         turn = self._turn = TurnWriter(loop, engine.flush)
         self.addresses = AddressBook(address_limits(self.config))
@@ -82,27 +119,49 @@ class ChatServer:
         self._handle_frame = self._service.handle_frame
         self._service.files.start()
         await self._prune()
-        self._server = await loop.create_server(
-            self._new_connection,
-            host=self.config.server.host,
-            port=self.config.server.port,
-            backlog=self.config.server.backlog,
-            reuse_address=True,
-        )
+        server = self.config.server
+        try:
+            self._server = await loop.create_server(
+                self._new_connection,
+                host=server.host,
+                port=server.port,
+                backlog=server.backlog,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise ListenError(f"cannot listen on tcp {_host_port(server.host, server.port)}: {_reason(exc)}") from None
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         family = self._server.sockets[0].family
         router = self._service.quick
-        transport, self._udp = await loop.create_datagram_endpoint(
-            lambda: QuickChannel(router),
-            local_addr=(self.config.server.host, self.config.server.udp_port),
-            family=family,
-        )
+        try:
+            transport, self._udp = await loop.create_datagram_endpoint(
+                lambda: QuickChannel(router),
+                local_addr=(server.host, server.udp_port),
+                family=family,
+            )
+        except OSError as exc:
+            where = _host_port(server.host, server.udp_port)
+            raise ListenError(f"cannot listen on udp {where}: {_reason(exc)}") from None
         self.udp_port = transport.get_extra_info("sockname")[1]
         self._service.udp_port = self.udp_port
         self._housekeeping = asyncio.create_task(self._sweep(), name="chat-housekeeping")
         self._closed.clear()
         logger.info("serving on tcp %s:%d, udp %d, database %s", self.host, self.port, self.udp_port, self.database)
+
+    async def _abandon_start(self) -> None:
+        """Close what a failed start had opened, so the process can exit with its one line."""
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._service is not None:
+            self._service.files.close()
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self._store.close()
 
     @property
     def listening_line(self) -> str:
@@ -132,14 +191,18 @@ class ChatServer:
     def _new_connection(self) -> TcpConnection:
         """The protocol of an accepted connection: a `TcpConnection` feeding its own `StreamReader`."""
         assert self._turn is not None
+        own = self.config.limits.max_buffered_bytes_per_connection
         return TcpConnection(
-            asyncio.StreamReader(),
+            asyncio.StreamReader(limit=own // 2),  # the reader stops reading the socket above twice its limit
             codec=self._codec,
             batch_codec=self._batch_codec,
             turn=self._turn,
             limits=self._frame_limits,
             send_queue_bytes=self.config.limits.send_queue_bytes,
             on_open=self._on_open,
+            login_limits=self._login_limits,
+            pool=self.read_pool,
+            own_bytes=own,
         )
 
     def _on_connection(self, connection: TcpConnection) -> None:

@@ -13,6 +13,12 @@ turn ends as soon as the current callbacks are done). The slow-consumer cap coun
 buffer together: over `send_queue_bytes`, the peer is not reading and is cut off (no frame, its queue is full), so
 it can neither stall a room nor grow the server's memory.
 
+Memory before trust (docs/security.md): until `welcome` the frame limits are the small `login_limits`, so a
+connection nobody knows yet can make the server hold only a few KiB. Afterwards a frame up to the connection's own
+allowance (`own_bytes`, which is also twice the reader's pause mark) is read as it comes; a bigger one must first
+reserve its size out of the server-wide `SharedBytes`, and gets `server_busy` when that is full. Both checks are
+one comparison per frame.
+
 Memory: an idle connection is what the server holds most of, so one costs only what it must (docs/performance.md,
 memory). `TcpConnection` is itself the protocol that feeds its `StreamReader` (asyncio's `StreamReaderProtocol` and
 `StreamWriter` add a 760-byte deque of drain waiters, two futures, a weak reference and two instance dicts: 1.5 KiB
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from chat.core.limits import SharedBytes
 from chat.protocol.caps import PRESENCE_BATCH
 from chat.protocol.errors import ErrorCode, FrameTooLarge
 from chat.protocol.frames import PREFIX, PREFIX_SIZE, FrameLimits, encode_frame, parse_prefix
@@ -165,6 +172,9 @@ class TcpConnection(asyncio.Protocol):
         "cap",
         "codec",
         "limits",
+        "login_limits",
+        "own_bytes",
+        "pool",
         "reader",
         "session",
         "slow_consumer",
@@ -182,12 +192,18 @@ class TcpConnection(asyncio.Protocol):
         limits: FrameLimits,
         send_queue_bytes: int,
         on_open: Callable[[TcpConnection], None] | None = None,
+        login_limits: FrameLimits | None = None,
+        pool: SharedBytes | None = None,
+        own_bytes: int = 2**62,
     ) -> None:
         self.reader = reader
         self.transport: asyncio.Transport  # set by connection_made, before anything else runs
         self.codec = codec
         self._batch_codec = batch_codec or BatchFrameCodec()
         self.limits = limits
+        self.login_limits = login_limits or limits  # until welcome
+        self.pool = pool or SharedBytes(0)
+        self.own_bytes = own_bytes  # a frame bigger than this reserves its size out of `pool`
         self.cap = send_queue_bytes
         self.session: Session | None = None
         self.task: asyncio.Task[None] | None = None  # the read loop, once the listener has started it
@@ -368,6 +384,24 @@ class TcpConnection(asyncio.Protocol):
         except (TimeoutError, ConnectionError):
             pass
 
+    async def _read_reserved(self, size: int) -> bytes | None:
+        """Read a frame body over the connection's own allowance, holding its size out of the server-wide pool
+        meanwhile; None when the pool has no room (then `server_busy` is sent and the connection lingers)."""
+        pool = self.pool
+        if not pool.reserve(size):
+            message = (
+                f"the server holds {pool.in_use} bytes of unfinished frames, the limit is {pool.limit}: "
+                f"a frame of {size} bytes does not fit now"
+            )
+            logger.warning("%r: %s", self, message)
+            self.send_event(Error(code=ErrorCode.SERVER_BUSY.value, message=message))
+            await self._linger()
+            return None
+        try:
+            return await self.reader.readexactly(size)
+        finally:
+            pool.release(size)
+
     async def run(
         self,
         session: Session,
@@ -381,7 +415,8 @@ class TcpConnection(asyncio.Protocol):
         """
         loop = asyncio.get_running_loop()
         reader = self.reader
-        limits = self.limits
+        limits = self.login_limits  # the small limits until welcome (docs/security.md)
+        own = self.own_bytes
         run = 0
         try:
             while not self._closing:
@@ -389,12 +424,19 @@ class TcpConnection(asyncio.Protocol):
                 try:
                     header_len, payload_len = parse_prefix(prefix, limits)
                 except FrameTooLarge as exc:
-                    logger.info("%r: %s", self, exc)
-                    self.send_event(Error(code=ErrorCode.FRAME_TOO_LARGE.value, message=str(exc)))
+                    message = str(exc) if limits is self.limits else f"{exc} before login"
+                    logger.info("%r: %s", self, message)
+                    self.send_event(Error(code=ErrorCode.FRAME_TOO_LARGE.value, message=message))
                     await self._linger()
                     break
-                if payload_len:
-                    body = await reader.readexactly(header_len + payload_len)
+                size = header_len + payload_len
+                if size > own:
+                    body = await self._read_reserved(size)
+                    if body is None:
+                        break
+                    header, payload = body[:header_len], body[header_len:]
+                elif payload_len:
+                    body = await reader.readexactly(size)
                     header, payload = body[:header_len], body[header_len:]
                 else:
                     header = await reader.readexactly(header_len)
@@ -406,6 +448,8 @@ class TcpConnection(asyncio.Protocol):
                     await waiting
                     del waiting, header, payload  # not kept alive while this connection idles
                     run = 0
+                    if limits is not self.limits and session.logged_in:  # login is the one handler that waits first
+                        limits = self.limits
                 else:
                     run += 1
                     if run >= FRAMES_PER_TURN:

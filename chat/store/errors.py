@@ -6,6 +6,7 @@ ChatError (chat.protocol.errors)
       +-- SchemaTooNew          the database was made by a newer chat-server: refused, never touched
       +-- StoreClosed           a call after `AsyncStore.close()` (local misuse)
       +-- BackupRefused         `chat-server backup` cannot start (no database, destination exists, ...)
+      +-- FilesUnavailable      the files folder cannot be made or written to (at start)
 """
 
 from __future__ import annotations
@@ -40,3 +41,7 @@ class StoreClosed(StoreError):
 
 class BackupRefused(StoreError):
     """An online backup cannot start: the reason is in the message."""
+
+
+class FilesUnavailable(StoreError):
+    """The `[files] directory` cannot be made or written to; the message names the folder and says why."""
