@@ -89,9 +89,15 @@ def write_certificate(made: MadeCertificate, folder: Path) -> tuple[Path, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Make, write and describe a certificate; 0, or 1 with the reason when it cannot be written."""
-    parser = argparse.ArgumentParser(prog="make-cert", description="Make a self-signed TLS certificate for chat-server.")
-    parser.add_argument("names", nargs="*", metavar="NAME_OR_IP", help="host names and addresses (default: "
-                        "this host's name and 127.0.0.1)")
+    parser = argparse.ArgumentParser(
+        prog="make-cert", description="Make a self-signed TLS certificate for chat-server."
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME_OR_IP",
+        help="host names and addresses (default: this host's name and 127.0.0.1)",
+    )
     parser.add_argument("--out", type=Path, default=Path("data/tls"), help="folder to write into (default data/tls)")
     parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help=f"validity (default {DEFAULT_DAYS})")
     args = parser.parse_args(argv)

@@ -147,7 +147,13 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("files", "bytes_per_second", 0),
     ("files", "resume_seconds", 0),
 )
-_PORTS = (("server", "port"), ("server", "udp_port"), ("server", "tls_port"), ("client", "port"), ("client", "tls_port"))
+_PORTS = (
+    ("server", "port"),
+    ("server", "udp_port"),
+    ("server", "tls_port"),
+    ("client", "port"),
+    ("client", "tls_port"),
+)
 SECTIONS: dict[str, type[_Section]] = {
     "server": ServerConfig,
     "limits": LimitsConfig,
