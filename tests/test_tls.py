@@ -327,9 +327,10 @@ async def test_a_ca_file_verifies_the_certificate_and_its_host_name(
     stranger = await make_server(server=tls_sections(elsewhere))
     with pytest.raises(UntrustedCertificate, match="does not verify"):
         await chat_tls(stranger, "bob", cafile=ca)
-    wrong_name = await make_server(server=tls_sections(ca_signed(tmp_path / "ca", "chat.example")[1]))
-    with pytest.raises(UntrustedCertificate, match="does not verify"):  # signed by our CA, for another host
-        await chat_tls(wrong_name, "carol", cafile=tmp_path / "ca" / "ca.pem")
+    name_ca, for_another_host = ca_signed(tmp_path / "ca-name", "chat.example")
+    wrong_name = await make_server(server=tls_sections(for_another_host))
+    with pytest.raises(UntrustedCertificate, match="does not verify"):  # signed by the CA given, for another host
+        await chat_tls(wrong_name, "carol", cafile=name_ca)
 
 
 # --- files, configuration, make-cert ------------------------------------------------------------------------------
