@@ -179,7 +179,10 @@ def client_settings(args: argparse.Namespace, environ: Mapping[str, str] | None 
         except ValueError as exc:
             raise ConfigError(f"[client] fingerprint: {exc}") from None
     port = config.tls_port if tls else config.port  # --port sets the port of the way in use
-    port = port if getattr(args, "port", None) is None else args.port
+    if getattr(args, "port", None) is not None:
+        if not 0 < args.port <= 65535:
+            raise ConfigError(f"--port {args.port} is not a port number")
+        port = args.port
     nick = nfc(config.nick) if config.nick else login_nick()
     problem = name_problem(nick)
     if problem is not None:
