@@ -124,10 +124,8 @@ async def test_a_client_that_never_handshakes_is_cut_at_the_handshake_timeout_an
     reader, writer = await asyncio.open_connection("127.0.0.1", server.tls_port)
     try:
         async with asyncio.timeout(WAIT):  # the login timeout (60 s) cannot be what cuts it within this
-            try:
+            with contextlib.suppress(ConnectionResetError):  # a reset is a cut as well
                 assert await reader.read(1024) == b"", "no frame before TLS is up"
-            except ConnectionResetError:
-                pass  # cut as well
         elapsed = loop.time() - started
     finally:
         writer.close()
