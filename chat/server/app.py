@@ -24,7 +24,7 @@ from chat.protocol.errors import ErrorCode
 from chat.protocol.frames import FrameLimits
 from chat.protocol.messages import encode_error
 from chat.server.tcp import BatchFrameCodec, FrameCodec, TcpConnection, TurnWriter
-from chat.server.tls import TlsAcceptor, TlsConnection, TlsUnavailable, server_context
+from chat.server.tls import TlsConnection, TlsUnavailable, server_context
 from chat.server.udp import QuickChannel
 from chat.store.history import now_ms
 from chat.store.sqlite import AsyncStore
@@ -49,7 +49,6 @@ class ChatServer:
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._tls_context: ssl.SSLContext | None = None
-        self._handshakes: set[asyncio.Task[None]] = set()  # TLS connections admitted, their handshake running
         self._udp: QuickChannel | None = None
         self._store: AsyncStore | None = None
         self._turn: TurnWriter | None = None
@@ -127,11 +126,13 @@ class ChatServer:
         port = self.config.server.tls_port
         try:
             self._tls_server = await loop.create_server(
-                lambda: TlsAcceptor(self._tls_accepted),
+                self._new_tls_connection,
                 host=self.config.server.host,
                 port=port,
                 backlog=self.config.server.backlog,
                 reuse_address=True,
+                ssl=self._tls_context,
+                ssl_handshake_timeout=self.config.limits.tls_handshake_timeout,
             )
         except OSError as exc:
             raise TlsUnavailable(
@@ -181,8 +182,22 @@ class ChatServer:
             on_open=self._on_open,
         )
 
+    def _new_tls_connection(self) -> TlsConnection:
+        """The protocol of a connection to the TLS port: greeted, as on the plain port, once its handshake is done."""
+        assert self._turn is not None
+        return TlsConnection(
+            asyncio.StreamReader(),
+            codec=self._codec,
+            batch_codec=self._batch_codec,
+            turn=self._turn,
+            limits=self._frame_limits,
+            send_queue_bytes=self.config.limits.send_queue_bytes,
+            on_open=self._on_open,
+        )
+
     def _on_connection(self, connection: TcpConnection) -> None:
-        """A connection to the plain port is made: greet it and start its read loop, or refuse it.
+        """A connection is made (on the TLS port: its handshake is done): greet it and start its read loop, or
+        refuse it.
 
         Both event loops set TCP_NODELAY on every TCP connection they make, so nothing is set here.
         """
@@ -204,54 +219,6 @@ class ChatServer:
             transport.close()
             return None
         return self.addresses.opened(key)
-
-    def _tls_accepted(self, transport: asyncio.Transport, acceptor: TlsAcceptor) -> None:
-        """A connection to the TLS port: admitted like a plain one, then its handshake runs under the timeout.
-
-        A refused one is closed without a word: no frame can be read before the handshake, and a handshake costs
-        the server more than the refusal saves the peer (docs/protocol.md, TLS).
-        """
-        key = self._admit(transport, say_why=False)
-        if key is None:
-            return
-        task = acceptor.upgrade = asyncio.create_task(self._upgrade(transport, key))
-        self._handshakes.add(task)
-        task.add_done_callback(self._handshakes.discard)
-
-    async def _upgrade(self, transport: asyncio.Transport, key: str) -> None:
-        """Run the TLS handshake of an admitted connection; once it completes, the session starts as on the plain
-        port. A handshake that fails or outlasts `[limits] tls_handshake_timeout` frees the connection's count."""
-        assert self._tls_context is not None and self._turn is not None
-        loop = asyncio.get_running_loop()
-        connection = TlsConnection(
-            asyncio.StreamReader(),
-            codec=self._codec,
-            batch_codec=self._batch_codec,
-            turn=self._turn,
-            limits=self._frame_limits,
-            send_queue_bytes=self.config.limits.send_queue_bytes,
-        )
-        secured: asyncio.BaseTransport | None = None
-        try:
-            secured = await loop.start_tls(
-                transport,
-                connection,
-                self._tls_context,
-                server_side=True,
-                ssl_handshake_timeout=self.config.limits.tls_handshake_timeout,
-            )
-        except OSError as exc:  # the timeout (ConnectionAbortedError), a bad ClientHello (SSLError), a reset
-            logger.debug("TLS handshake with %r failed: %s", transport.get_extra_info("peername"), exc)
-        except Exception:
-            logger.exception("TLS handshake with %r crashed", transport.get_extra_info("peername"))
-        finally:
-            if secured is None:
-                transport.abort()
-                self.addresses.closed(key, logged_in=False, now=loop.time())
-        if secured is None:
-            return
-        connection.connection_made(secured)
-        self._open_session(connection, key)
 
     def _open_session(self, connection: TcpConnection, key: str) -> None:
         """Greet an admitted connection and start its read loop: the one path of both ports."""
@@ -316,8 +283,6 @@ class ChatServer:
         tls_server, self._tls_server = self._tls_server, None
         if tls_server is not None:
             tls_server.close()
-        for handshake in list(self._handshakes):
-            handshake.cancel()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         for connection in self.connections.values():
@@ -334,8 +299,6 @@ class ChatServer:
                 await asyncio.wait(stalled, timeout=1.0)
         if self._udp is not None:
             self._udp.close()
-        if self._handshakes:
-            await asyncio.wait(set(self._handshakes), timeout=1.0)
         for listener in (server, tls_server):
             if listener is not None:
                 with contextlib.suppress(Exception):

@@ -1,21 +1,16 @@
-"""The TLS port: its context, the protocol that holds a connection until its handshake, and the TLS connection.
+"""The TLS port: its context and the connection that speaks the chat protocol inside TLS.
 
-A connection to the TLS port is admitted exactly as a plain one (`max_clients` and the per-address limits count it
-from its first moment, docs/security.md), then upgraded with `loop.start_tls` under `[limits] tls_handshake_timeout`;
-only a completed handshake is greeted with `hello`. From there on it is the same `TcpConnection` read loop, session
-and frames as on the plain port: only the transport differs (docs/protocol.md, TLS).
-
-Why not `create_server(ssl=...)`: there the handshake runs before the application sees the connection, so a host
-that opens sockets and never sends a ClientHello would hold descriptors that no per-address limit counts.
+The TLS listener is `create_server(ssl=..., ssl_handshake_timeout=[limits] tls_handshake_timeout)`: asyncio runs the
+handshake (TLS 1.2 or later) and cuts one that takes longer; a completed handshake makes the same `TcpConnection`
+read loop, session and frames as on the plain port, admitted by the same limits: only the transport differs
+(docs/protocol.md 1.11). Known gap: a connection still in its handshake is not yet counted by the per-address
+limits (the handshake timeout bounds how long it holds a descriptor).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 from chat.protocol.errors import ChatError
 from chat.server.tcp import TcpConnection
@@ -44,27 +39,6 @@ def server_context(cert: str, key: str = "") -> ssl.SSLContext:
         files = cert if not key else f"{cert} with the key {key}"
         raise TlsUnavailable(f"cannot use the TLS certificate {files}: {exc.reason or exc}") from None
     return context
-
-
-class TlsAcceptor(asyncio.Protocol):
-    """The first protocol of a connection to the TLS port: stops reading (the ClientHello waits in the kernel) and
-    hands the transport on, to be admitted and upgraded."""
-
-    __slots__ = ("_accepted", "upgrade")
-
-    def __init__(self, accepted: Callable[[asyncio.Transport, TlsAcceptor], None]) -> None:
-        self._accepted = accepted
-        self.upgrade: asyncio.Task[None] | None = None  # the handshake, once the connection is admitted
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        stream = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's subclasses
-        stream.pause_reading()
-        self._accepted(stream, self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Gone before `start_tls` took the transport over: nothing to upgrade."""
-        if self.upgrade is not None:
-            self.upgrade.cancel()
 
 
 class TlsConnection(TcpConnection):
