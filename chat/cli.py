@@ -29,6 +29,9 @@ def _server_arguments() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to listen on ([server] host)")
     parser.add_argument("--port", type=int, help="TCP port, 0 for any free port ([server] port)")
     parser.add_argument("--udp-port", type=int, help="UDP port, 0 for any free port ([server] udp_port)")
+    parser.add_argument("--tls-port", type=int, help="TLS port, 0 for any free port ([server] tls_port)")
+    parser.add_argument("--tls-cert", help="PEM certificate: turns the TLS port on ([server] tls_cert)")
+    parser.add_argument("--tls-key", help="PEM private key, if not in the certificate's file ([server] tls_key)")
     parser.add_argument("--database", help="SQLite history file, or :memory: ([history] database)")
     parser.add_argument("--secret", help="shared secret clients must prove ([server] secret)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -41,7 +44,8 @@ def server_config(args: argparse.Namespace) -> Config:
     """Defaults < config file < CHAT_* environment < flags."""
     path = config_file(args.config)
     flags: dict[str, dict[str, Any]] = {"server": {}, "history": {}}
-    for key, value in (("host", args.host), ("port", args.port), ("udp_port", args.udp_port), ("secret", args.secret)):
+    for key in ("host", "port", "udp_port", "secret", "tls_port", "tls_cert", "tls_key"):
+        value = getattr(args, key)
         if value is not None:
             flags["server"][key] = value
     if args.database is not None:
@@ -65,12 +69,13 @@ def run_event_loop(main: Coroutine[Any, Any, int], loop: str | None = None) -> i
 
 async def _serve(config: Config) -> int:
     from chat.server.app import ChatServer, ListenError
+    from chat.server.tls import TlsUnavailable
     from chat.store.errors import StoreError
 
     server = ChatServer(config)
     try:
         await server.start()
-    except (StoreError, ListenError) as exc:  # one line naming the database, the files folder or the port, and why
+    except (StoreError, ListenError, TlsUnavailable) as exc:  # one line naming the file or port at fault, and why
         logger.error("%s", exc)
         return 1
     loop = asyncio.get_running_loop()

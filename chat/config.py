@@ -32,6 +32,10 @@ class ServerConfig(_Section):
     secret: str = ""
     max_clients: int = 1000
     nick_hold: float = 28_800.0
+    # TLS on a port of its own, on when tls_cert names a certificate (docs/security.md, TLS and the shared secret)
+    tls_port: int = 7778
+    tls_cert: str = ""
+    tls_key: str = ""  # empty: the private key is in the tls_cert file
 
 
 class LimitsConfig(_Section):
@@ -49,6 +53,7 @@ class LimitsConfig(_Section):
     burst: int = 100
     idle_timeout: float = 120.0
     login_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
     udp_per_second: float = 200.0
     udp_burst: int = 400
     # Retransmissions of quick messages to one session (docs/security.md, UDP); a burst of 0 = no limit
@@ -90,6 +95,10 @@ class ClientConfig(_Section):
     scripts: str = ""  # comma-separated script names read as usual besides Latin and the nick's (chat/tui/render.py)
     highlight: str = ""  # the terminal client: words (blanks or commas between) that count as a mention
     logs: bool = False  # the terminal client: plain-text conversation logs in its state folder
+    tls: bool = False  # connect to tls_port over TLS (also on when cafile or fingerprint is set)
+    tls_port: int = 7778
+    cafile: str = ""  # verify the server's certificate against these CAs (hostname checked)
+    fingerprint: str = ""  # trust only the certificate with this SHA-256 fingerprint ("sha256:...")
 
 
 class Config(_Section):
@@ -110,7 +119,9 @@ class Config(_Section):
                 problems.append(f"[{section}] {key} = {value!r} is below {minimum}")
         if self.history.synchronous not in ("normal", "full"):
             problems.append(f"[history] synchronous = {self.history.synchronous!r} is not 'normal' or 'full'")
-        for section, key in (("server", "port"), ("server", "udp_port"), ("client", "port")):
+        if self.server.tls_key and not self.server.tls_cert:
+            problems.append("[server] tls_key is set but tls_cert is not: TLS needs a certificate")
+        for section, key in _PORTS:
             value = getattr(getattr(self, section), key)
             if not 0 <= value <= 65535:
                 problems.append(f"[{section}] {key} = {value!r} is not a port number")
@@ -135,6 +146,7 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("limits", "burst", 1),
     ("limits", "idle_timeout", 0.05),
     ("limits", "login_timeout", 0.05),
+    ("limits", "tls_handshake_timeout", 0.05),
     ("limits", "udp_per_second", 0.001),
     ("limits", "udp_burst", 1),
     ("limits", "udp_retransmits_per_second", 0.001),
@@ -155,6 +167,13 @@ _MINIMUMS: tuple[tuple[str, str, float], ...] = (
     ("files", "bytes_per_second", 0),
     ("files", "resume_seconds", 0),
 )
+_PORTS = (
+    ("server", "port"),
+    ("server", "udp_port"),
+    ("server", "tls_port"),
+    ("client", "port"),
+    ("client", "tls_port"),
+)
 SECTIONS: dict[str, type[_Section]] = {
     "server": ServerConfig,
     "limits": LimitsConfig,
@@ -162,7 +181,13 @@ SECTIONS: dict[str, type[_Section]] = {
     "files": FilesConfig,
     "client": ClientConfig,
 }
-_PATH_KEYS = (("history", "database"), ("files", "directory"))
+_PATH_KEYS = (
+    ("history", "database"),
+    ("files", "directory"),
+    ("server", "tls_cert"),
+    ("server", "tls_key"),
+    ("client", "cafile"),
+)
 
 
 def _as_dict(config: Config) -> dict[str, dict[str, Any]]:

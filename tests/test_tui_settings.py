@@ -63,3 +63,26 @@ def test_conversation_logs_are_off_unless_asked_for(tmp_path: Path, monkeypatch:
     monkeypatch.chdir(tmp_path)
     assert settings_for(["--nick", "carol"]).logs is False
     assert settings_for(["--nick", "carol"], {"CHAT_CLIENT_LOGS": "true"}).logs is True
+
+
+def test_tls_uses_the_tls_port_and_a_cafile_or_fingerprint_implies_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    plain = settings_for(["--nick", "alice"])
+    assert (plain.tls, plain.port) == (False, 7777)
+    over_tls = settings_for(["--nick", "alice", "--tls"])
+    assert (over_tls.tls, over_tls.port) == (True, 7778)
+    assert settings_for(["--nick", "alice", "--tls", "--port", "9001"]).port == 9001
+    pinned = settings_for(["--nick", "alice", "--fingerprint", "sha256:" + "ab" * 32])
+    assert (pinned.tls, pinned.port, pinned.fingerprint) == (True, 7778, "sha256:" + "ab" * 32)
+    assert settings_for(["--nick", "alice"], {"CHAT_CLIENT_CAFILE": "ca.pem"}).tls
+    assert settings_for(["--nick", "alice"], {"CHAT_CLIENT_TLS": "true", "CHAT_CLIENT_TLS_PORT": "9443"}).port == 9443
+
+
+def test_a_fingerprint_that_is_not_one_is_refused_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="fingerprint"):
+        settings_for(["--nick", "alice", "--fingerprint", "sha256:abcd"])

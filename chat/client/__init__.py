@@ -11,7 +11,17 @@ events it delivers.
 """
 
 from chat.client.client import Client, ClientOptions, ClientState, Connect, connect
-from chat.client.errors import ClientClosed, ClientError, ConnectionLost, LoginRefused, ProtocolError, ServerError
+from chat.client.errors import (
+    ClientClosed,
+    ClientError,
+    ConnectionLost,
+    KnownHostsError,
+    LoginRefused,
+    ProtocolError,
+    ServerError,
+    TlsTrustError,
+    UntrustedCertificate,
+)
 from chat.client.events import ConnectionEvent, ConnectionState, Event, ReplayedMessage
 from chat.client.resume import Backoff, ResumeState
 from chat.client.udp import UdpTimings
@@ -47,6 +57,7 @@ __all__ = [
     "Event",
     "HistoryPage",
     "Joined",
+    "KnownHostsError",
     "LoginRefused",
     "Member",
     "Members",
@@ -60,7 +71,9 @@ __all__ = [
     "RoomInfo",
     "RoomList",
     "ServerError",
+    "TlsTrustError",
     "UdpTimings",
+    "UntrustedCertificate",
     "WhoisInfo",
     "connect",
 ]

@@ -41,7 +41,7 @@ import msgspec
 
 from chat.client.cids import CidGenerator
 from chat.client.connection import DEFAULT_IDLE_TIMEOUT, Connection, FrameHook, RefValue
-from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, ProtocolError, ServerError
+from chat.client.errors import ClientClosed, ConnectionLost, LoginRefused, ProtocolError, ServerError, TlsTrustError
 from chat.client.events import (
     TYPING_SHOWN_SECONDS,
     ConnectionEvent,
@@ -53,6 +53,7 @@ from chat.client.events import (
 from chat.client.files import FileTransfers, Progress
 from chat.client.identity import SavedIdentity, load_identity, save_identity
 from chat.client.resume import Backoff, Conversation, ResumeState
+from chat.client.trust import TlsTrust, Verified
 from chat.client.udp import PROTOCOL_TIMINGS, QuickJob, QuickReceipt, UdpLink, UdpState, UdpTimings
 from chat.protocol import datagrams as dg
 from chat.protocol.caps import LAZY_MEMBERS, PRESENCE_BATCH
@@ -138,8 +139,8 @@ class ClientOptions:
     connect_timeout: float = 10.0
     max_reconnect_attempts: int | None = None  # None: keep trying until closed
     quit_timeout: float = 2.0
-    ssl: ssl_module.SSLContext | bool | None = None  # TLS hook, passed to asyncio.open_connection
-    udp: bool = True  # use the UDP quick channel (False: quick messages always go over TCP)
+    tls: TlsTrust | None = None  # TLS and how the server's certificate is trusted (chat.client.trust); None: plain
+    udp: bool = True  # use the UDP quick channel (False: quick messages always go over the TCP or TLS connection)
     udp_host: str | None = None  # where the server's UDP port is, if not at `host` (a test relay, say)
     udp_port: int | None = None  # if not the port `welcome` names
     # PROTOCOL.md 6.4: HELLO, retransmission and TCP fallback times (tests shorten them: `UdpTimings().scaled(0.1)`)
@@ -173,6 +174,7 @@ class Client:
         self.port = port
         self.options = options or ClientOptions()
         self.welcome: Welcome | None = None
+        self.certificate: Verified | None = None  # the server's TLS certificate as last checked, over TLS
         self._nick = nick
         self._session = session
         self._fresh_identity = session is None
@@ -780,8 +782,15 @@ class Client:
 
     async def _open(self, *, since: int | None) -> Connection:
         """A new connection, logged in; it becomes the client's connection and starts reading."""
-        connection = await Connection.open(self.host, self.port, ssl=self.options.ssl)
+        trust = self.options.tls
         try:
+            connection = await Connection.open(self.host, self.port, ssl=None if trust is None else trust.context)
+        except ssl_module.SSLCertVerificationError as exc:
+            assert trust is not None
+            raise trust.verification_failed(self.host, self.port, exc) from None
+        try:
+            if trust is not None:  # before the first frame: a refused server sees nothing of the login
+                self.certificate = trust.check(self.host, self.port, connection.peer_certificate())
             welcome = await connection.handshake(
                 nick=self._nick,
                 secret=self.options.secret,
@@ -987,6 +996,10 @@ class Client:
                 # PROTOCOL.md 8: e.g. nick_taken on a re-login: this identity lost its nick; nothing to retry.
                 await self._finish(f"the server refused the login again: {exc.message}", exc.code)
                 return False
+            except TlsTrustError as exc:  # a changed certificate is not retried: someone may be in the middle
+                logger.error("%s", exc)
+                await self._finish(str(exc), None)
+                return False
             except (OSError, TimeoutError, ServerError, ProtocolError) as exc:
                 reason = str(exc) or type(exc).__name__
                 logger.info("reconnection attempt %d to %s:%d failed: %s", attempt, self.host, self.port, reason)
@@ -1116,8 +1129,11 @@ def connect(
     backoff_max: float = 5.0,
     connect_timeout: float = 10.0,
     max_reconnect_attempts: int | None = None,
-    ssl: ssl_module.SSLContext | bool | None = None,
-    udp: bool = True,
+    tls: bool | ssl_module.SSLContext = False,
+    cafile: str | os.PathLike[str] | None = None,
+    fingerprint: str | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    udp: bool | None = None,
     udp_host: str | None = None,
     udp_port: int | None = None,
     udp_timings: UdpTimings = PROTOCOL_TIMINGS,
@@ -1137,7 +1153,17 @@ def connect(
     `state` names a file that keeps the identity for you (chat.client.identity): its token and private `since` are
     used when `session` and `since` are not given, and it is updated as they change, so a program started again
     with the same `state` is the same identity, gets its nick back and the private messages it missed.
+
+    TLS (`tls=True`, or a CA file or fingerprint, which imply it; `port` is then the server's TLS port): `cafile`
+    verifies the certificate against those CAs with the host name checked, `fingerprint="sha256:..."` accepts only
+    that certificate, and neither trusts on first use: the fingerprint seen first is recorded in `known_hosts`
+    (default `$XDG_STATE_HOME/chat/known_hosts`) and a different one later raises `UntrustedCertificate`, as it
+    does on a reconnection, which then ends the client (chat.client.trust). `tls=` an `ssl.SSLContext` uses that
+    context as it is. Every reconnection uses the same trust. With TLS, `udp` defaults to False: the UDP quick
+    channel is signed but not encrypted, so quick messages and typing notices would travel in clear
+    (docs/security.md); `udp=True` asks for it anyway.
     """
+    trust = TlsTrust.build(tls, cafile=cafile, fingerprint=fingerprint, known_hosts=known_hosts)
     if state is not None:
         saved = load_identity(state)
         if saved is not None and session is None:
@@ -1150,8 +1176,8 @@ def connect(
         backoff_max=backoff_max,
         connect_timeout=connect_timeout,
         max_reconnect_attempts=max_reconnect_attempts,
-        ssl=ssl,
-        udp=udp,
+        tls=trust,
+        udp=(trust is None) if udp is None else udp,
         udp_host=udp_host,
         udp_port=udp_port,
         udp_timings=udp_timings,

@@ -113,6 +113,14 @@ class Connection:
         reader, writer = await asyncio.open_connection(host, port, ssl=ssl, local_addr=local_addr)
         return cls(reader, writer, limits=limits)
 
+    def peer_certificate(self) -> bytes | None:
+        """The server's TLS certificate (DER), or None on a plain connection."""
+        ssl_object = self.writer.get_extra_info("ssl_object")  # an ssl.SSLObject on both event loops
+        if ssl_object is None:
+            return None
+        certificate: bytes | None = ssl_object.getpeercert(binary_form=True)
+        return certificate
+
     async def handshake(
         self,
         *,

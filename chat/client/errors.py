@@ -7,6 +7,10 @@
           +-- ConnectionLost       the connection dropped before the request was answered (also a ConnectionError)
           +-- ClientClosed         the client has ended (quit, close, session_taken, a refused re-login)
           +-- ProtocolError        the server sent something this client cannot read
+          +-- TlsTrustError        the server's TLS certificate cannot be trusted: never retried by itself
+               +-- UntrustedCertificate  another certificate than the trusted one (changed since first use, not
+               |                         the pinned one, or failing the CA file's verification)
+               +-- KnownHostsError       the known-hosts file cannot be read
 
 `FATAL_LOGIN_CODES` are the login refusals that no retry can fix: a client that meets one of them while resuming
 ends instead of trying again (PROTOCOL.md 8, "Which errors close the connection", and "Takeover").
@@ -70,3 +74,27 @@ class ClientClosed(ClientError):
 
 class ProtocolError(ClientError):
     """The server sent a frame this client cannot decode, or broke the order the protocol promises."""
+
+
+class TlsTrustError(ClientError):
+    """The server's TLS certificate cannot be trusted; a resuming client ends rather than retry (someone may be in
+    the middle), and nothing was sent to the server over that connection."""
+
+
+class UntrustedCertificate(TlsTrustError):
+    """The server's certificate is not the one trusted for it; the message says which was expected and which was
+    seen, and how to accept the new one if it is genuine.
+
+    `expected` and `found` are `sha256:...` fingerprints (`expected` None when a CA file's verification failed).
+    """
+
+    def __init__(self, message: str, *, address: str, expected: str | None, found: str | None) -> None:
+        super().__init__(message)
+        self.address = address
+        self.expected = expected
+        self.found = found
+
+
+class KnownHostsError(TlsTrustError):
+    """The known-hosts file has a line that is not `HOST:PORT sha256:HEX`, or cannot be read: the message names the
+    file and the line. Not ignored, since ignoring a line would trust a changed certificate on first use again."""

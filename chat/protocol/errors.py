@@ -5,6 +5,7 @@
      |    +-- FrameTooLarge       a declared length is over its limit (closes the connection)
      +-- ServerError              an `error` frame received by a client (see chat.client)
      +-- StoreError               the history store cannot do what was asked (see chat.store.errors)
+     +-- TlsUnavailable           the TLS port cannot be opened: certificate, key or port (see chat.server.tls)
 
 `CLOSING_CODES` lists the codes after which the server closes the connection (PROTOCOL.md 8).
 """

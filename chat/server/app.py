@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
@@ -24,6 +25,7 @@ from chat.protocol.errors import ChatError, ErrorCode
 from chat.protocol.frames import FrameLimits
 from chat.protocol.messages import encode_error
 from chat.server.tcp import BatchFrameCodec, FrameCodec, TcpConnection, TurnWriter
+from chat.server.tls import TlsConnection, TlsUnavailable, server_context
 from chat.server.udp import QuickChannel
 from chat.store.history import now_ms
 from chat.store.sqlite import AsyncStore
@@ -53,15 +55,19 @@ def _reason(exc: OSError) -> str:
 
 
 class ChatServer:
-    """A running chat server: `async with ChatServer(config) as server:` then `server.port`, `server.udp_port`."""
+    """A running chat server: `async with ChatServer(config) as server:` then `server.port`, `server.udp_port`
+    (and `server.tls_port` when `[server] tls_cert` is set)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.host = config.server.host
         self.port = config.server.port
         self.udp_port = config.server.udp_port
+        self.tls_port: int | None = None  # bound when TLS is on
         self.connections: dict[Session, TcpConnection] = {}  # each holds its read loop's task
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
+        self._tls_context: ssl.SSLContext | None = None
         self._udp: QuickChannel | None = None
         self._store: AsyncStore | None = None
         self._turn: TurnWriter | None = None
@@ -94,12 +100,16 @@ class ChatServer:
         return self.config.history.database
 
     async def start(self) -> None:
-        """Open the store and both listeners; the bound ports are in `.port` and `.udp_port`.
+        """Open the store and the listeners; the bound ports are in `.port`, `.udp_port` (and `.tls_port`).
 
-        A start that fails closes whatever it had opened, and raises a `ChatError` whose message is one line naming
-        the file or port at fault (`StoreError` for the database and the files folder, `ListenError` for a port).
+        A certificate or key that cannot be used raises TlsUnavailable before anything is opened. A start that fails
+        later closes whatever it had opened, and raises a `ChatError` whose message is one line naming the file or
+        port at fault (`StoreError` for the database and the files folder, `ListenError` for a port).
         """
         loop = asyncio.get_running_loop()
+        server_config = self.config.server
+        if server_config.tls_cert:
+            self._tls_context = server_context(server_config.tls_cert, server_config.tls_key)
         history = self.config.history
         self._store = AsyncStore(history.database, synchronous=history.synchronous)
         await self._store.start()
@@ -133,6 +143,8 @@ class ChatServer:
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         family = self._server.sockets[0].family
+        if self._tls_context is not None:
+            await self._listen_tls(loop)
         router = self._service.quick
         try:
             transport, self._udp = await loop.create_datagram_endpoint(
@@ -147,7 +159,29 @@ class ChatServer:
         self._service.udp_port = self.udp_port
         self._housekeeping = asyncio.create_task(self._sweep(), name="chat-housekeeping")
         self._closed.clear()
-        logger.info("serving on tcp %s:%d, udp %d, database %s", self.host, self.port, self.udp_port, self.database)
+        tls = "" if self.tls_port is None else f", tls {self.tls_port}"
+        logger.info(
+            "serving on tcp %s:%d, udp %d%s, database %s", self.host, self.port, self.udp_port, tls, self.database
+        )
+
+    async def _listen_tls(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the TLS port beside the plain one (chat.server.tls)."""
+        port = self.config.server.tls_port
+        try:
+            self._tls_server = await loop.create_server(
+                self._new_tls_connection,
+                host=self.config.server.host,
+                port=port,
+                backlog=self.config.server.backlog,
+                reuse_address=True,
+                ssl=self._tls_context,
+                ssl_handshake_timeout=self.config.limits.tls_handshake_timeout,
+            )
+        except OSError as exc:
+            raise TlsUnavailable(
+                f"cannot listen on {self.config.server.host}:{port} (the TLS port): {exc.strerror or exc}"
+            ) from None
+        self.tls_port = self._tls_server.sockets[0].getsockname()[1]
 
     async def _abandon_start(self) -> None:
         """Close what a failed start had opened, so the process can exit with its one line."""
@@ -157,6 +191,9 @@ class ChatServer:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._tls_server is not None:
+            self._tls_server.close()
+            self._tls_server = None
         if self._service is not None:
             self._service.files.close()
         if self._store is not None:
@@ -165,9 +202,10 @@ class ChatServer:
 
     @property
     def listening_line(self) -> str:
-        """The line the CLI prints once both ports are bound."""
+        """The line the CLI prints once every port is bound."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"chat-server listening on tcp://{host}:{self.port} udp://{host}:{self.udp_port}"
+        line = f"chat-server listening on tcp://{host}:{self.port} udp://{host}:{self.udp_port}"
+        return line if self.tls_port is None else f"{line} tls://{host}:{self.tls_port}"
 
     async def __aenter__(self) -> ChatServer:
         await self.start()
@@ -184,7 +222,10 @@ class ChatServer:
 
     async def restart(self) -> None:
         """Close and start again on the same database, host and ports (connected clients resume by themselves)."""
-        self.config = config_with(self.config, server={"host": self.host, "port": self.port, "udp_port": self.udp_port})
+        ports = {"host": self.host, "port": self.port, "udp_port": self.udp_port}
+        if self.tls_port is not None:
+            ports["tls_port"] = self.tls_port
+        self.config = config_with(self.config, server=ports)
         await self.close()
         await self.start()
 
@@ -205,24 +246,49 @@ class ChatServer:
             own_bytes=own,
         )
 
+    def _new_tls_connection(self) -> TlsConnection:
+        """The protocol of a connection to the TLS port: greeted, as on the plain port, once its handshake is done."""
+        assert self._turn is not None
+        return TlsConnection(
+            asyncio.StreamReader(),
+            codec=self._codec,
+            batch_codec=self._batch_codec,
+            turn=self._turn,
+            limits=self._frame_limits,
+            send_queue_bytes=self.config.limits.send_queue_bytes,
+            on_open=self._on_open,
+        )
+
     def _on_connection(self, connection: TcpConnection) -> None:
-        """A connection is made: greet it and start its read loop, or refuse it over `max_clients`.
+        """A connection is made (on the TLS port: its handshake is done): greet it and start its read loop, or
+        refuse it.
 
         Both event loops set TCP_NODELAY on every TCP connection they make, so nothing is set here.
         """
-        limits = self.config.limits
-        now = asyncio.get_running_loop().time()
-        transport = connection.transport
+        key = self._admit(connection.transport, say_why=True)
+        if key is not None:
+            self._open_session(connection, key)
+
+    def _admit(self, transport: asyncio.Transport, *, say_why: bool) -> str | None:
+        """Count a new connection under its source address, or refuse it (max_clients and the per-address limits,
+        docs/security.md) with the `error` frame if `say_why`, and close it: the key it counts under, or None."""
         peer = transport.get_extra_info("peername")
         key = address_key(str(peer[0])) if isinstance(peer, tuple) else str(peer)
-        refusal = self.addresses.admit(key, now)  # max_clients and the per-address limits (docs/security.md)
+        refusal = self.addresses.admit(key, asyncio.get_running_loop().time())
         if refusal is not None:
             self.refused += 1
-            code, message = refusal
-            transport.write(encode_error(code, message))
+            if say_why:
+                code, message = refusal
+                transport.write(encode_error(code, message))
             transport.close()
-            return
-        connection.admission_key = self.addresses.opened(key)
+            return None
+        return self.addresses.opened(key)
+
+    def _open_session(self, connection: TcpConnection, key: str) -> None:
+        """Greet an admitted connection and start its read loop: the one path of both ports."""
+        limits = self.config.limits
+        now = asyncio.get_running_loop().time()
+        connection.admission_key = key
         session = connection.session = Session(
             connection, TokenBucket(limits.messages_per_second, limits.burst, now), now
         )
@@ -286,6 +352,9 @@ class ChatServer:
             return
         server, self._server = self._server, None
         server.close()
+        tls_server, self._tls_server = self._tls_server, None
+        if tls_server is not None:
+            tls_server.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         for connection in self.connections.values():
@@ -302,8 +371,10 @@ class ChatServer:
                 await asyncio.wait(stalled, timeout=1.0)
         if self._udp is not None:
             self._udp.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1.0)
+        for listener in (server, tls_server):
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(listener.wait_closed(), 1.0)
         await self.service.store.flush()
         self.service.files.close()
         assert self._store is not None

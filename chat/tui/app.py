@@ -1,6 +1,6 @@
 """`chat-client`: the full-screen terminal client, assembled from the model, the controller, the panes and the keys.
 
-    chat-client [--host H] [--port P] [--nick N] [--secret S] [--config PATH]
+    chat-client [--host H] [--port P] [--nick N] [--secret S] [--tls] [--cafile F] [--fingerprint F] [--config PATH]
 
 Settings come from the `[client]` section, with the server's precedence: built-in defaults < `config.toml` in the
 working folder (or `--config PATH`, which must exist) < `CHAT_CLIENT_*` environment variables < flags. Without a
@@ -34,6 +34,7 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
 from chat import __version__
+from chat.client.trust import parse_fingerprint
 from chat.config import ConfigError, config_file, load_config
 from chat.protocol.names import MAX_NAME_CHARS, name_char_allowed, name_problem, nfc
 from chat.tui.commands import COMMANDS, ChatCompleter, CommandTable
@@ -162,6 +163,11 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="server TCP port ([client] port)")
     parser.add_argument("--nick", help="nick to log in with ([client] nick; default: your login name)")
     parser.add_argument("--secret", help="the server's shared secret, if it has one ([client] secret)")
+    parser.add_argument(
+        "--tls", action="store_true", default=None, help="connect over TLS, to [client] tls_port ([client] tls)"
+    )
+    parser.add_argument("--cafile", help="verify the server's certificate with these CAs; implies --tls")
+    parser.add_argument("--fingerprint", help="trust only the certificate with this sha256: fingerprint; implies --tls")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--version", action="version", version=f"chat-client {__version__}")
     return parser
@@ -170,12 +176,20 @@ def _arguments() -> argparse.ArgumentParser:
 def client_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Defaults < config file < CHAT_* environment < flags, for the `[client]` section; ConfigError if wrong."""
     path = config_file(args.config)
-    flags = {
-        key: value
-        for key, value in (("host", args.host), ("port", args.port), ("nick", args.nick), ("secret", args.secret))
-        if value is not None
-    }
+    given = {key: getattr(args, key, None) for key in ("host", "nick", "secret", "tls", "cafile", "fingerprint")}
+    flags: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     config = load_config(path, environ=environ, overrides={"client": flags}).client
+    tls = config.tls or bool(config.cafile or config.fingerprint)
+    if config.fingerprint:
+        try:
+            parse_fingerprint(config.fingerprint)
+        except ValueError as exc:
+            raise ConfigError(f"[client] fingerprint: {exc}") from None
+    port = config.tls_port if tls else config.port  # --port sets the port of the way in use
+    if getattr(args, "port", None) is not None:
+        if not 0 < args.port <= 65535:
+            raise ConfigError(f"--port {args.port} is not a port number")
+        port = args.port
     nick = nfc(config.nick) if config.nick else login_nick()
     problem = name_problem(nick)
     if problem is not None:
@@ -184,12 +198,15 @@ def client_settings(args: argparse.Namespace, environ: Mapping[str, str] | None 
     highlight = tuple(word for word in re.split(r"[\s,]+", config.highlight) if word)
     return Settings(
         host=config.host,
-        port=config.port,
+        port=port,
         nick=nick,
         secret=config.secret,
         scripts=scripts,
         highlight=highlight,
         logs=config.logs,
+        tls=tls,
+        cafile=config.cafile,
+        fingerprint=config.fingerprint,
     )
 
 

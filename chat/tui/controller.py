@@ -38,6 +38,7 @@ from chat.client import (
     Presence,
     ProtocolError,
     ServerError,
+    TlsTrustError,
     connect,
 )
 from chat.client.cids import new_cid
@@ -113,6 +114,9 @@ class Settings:
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     highlight: tuple[str, ...] = ()  # words that count as a mention besides the nick ([client] highlight)
     logs: bool = False  # conversation logs on disk ([client] logs; chat.tui.logs)
+    tls: bool = False  # over TLS ([client] tls, --tls; `port` is then the TLS port)
+    cafile: str = ""  # verify the certificate against these CAs ([client] cafile)
+    fingerprint: str = ""  # trust only this certificate ([client] fingerprint); neither: trust on first use
 
 
 class Controller:
@@ -232,9 +236,19 @@ class Controller:
                     session=session,
                     since=since,
                     connect_timeout=self.settings.connect_timeout,
+                    tls=self.settings.tls,
+                    cafile=self.settings.cafile or None,
+                    fingerprint=self.settings.fingerprint or None,
+                    known_hosts=self.store.directory / "known_hosts",
                 )
             except LoginRefused as exc:
                 self._refused(exc)
+                await self._wait_for_retry()
+                continue
+            except TlsTrustError as exc:  # never retried by itself: the user decides (chat.client.trust)
+                self.model.set_connection(LinkState.REFUSED, "untrusted TLS certificate")
+                self.model.notice_everywhere(f"{exc}; /reconnect to try again", kind=LineKind.ERROR)
+                self.ui.refresh()
                 await self._wait_for_retry()
                 continue
             except (OSError, TimeoutError, ServerError, ProtocolError) as exc:
@@ -256,6 +270,11 @@ class Controller:
             self.model.ignored.update((fold(nick), nick) for nick in self._saved.ignored)
             self.model.set_own_nick(client.nick)
             self.model.set_connection(LinkState.CONNECTED)
+            if client.certificate is not None and client.certificate.first_use:
+                self.model.notice_everywhere(
+                    f"first TLS connection to {host}:{port}: its certificate {client.certificate.fingerprint} is "
+                    "trusted from now on; compare it with the one the server's admin has"
+                )
             self.ui.refresh()
             return client
         return None

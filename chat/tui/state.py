@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
@@ -26,6 +25,7 @@ from urllib.parse import quote
 import msgspec
 
 from chat.client.identity import write_private_file
+from chat.client.trust import state_directory as client_state_directory
 from chat.protocol.names import fold
 
 logger = logging.getLogger("chat.tui")
@@ -59,13 +59,9 @@ class SessionState(msgspec.Struct, kw_only=True):
 
 
 def state_directory(environ: Mapping[str, str] | None = None) -> Path:
-    """`$XDG_STATE_HOME/chat`, or `~/.local/state/chat` when it is unset or not absolute (XDG Base Directory)."""
-    env = os.environ if environ is None else environ
-    value = env.get("XDG_STATE_HOME", "")
-    if value and Path(value).is_absolute():
-        return Path(value) / "chat"
-    home = env.get("HOME") or str(Path.home())
-    return Path(home) / ".local" / "state" / "chat"
+    """`$XDG_STATE_HOME/chat`, or `~/.local/state/chat` when it is unset or not absolute (XDG Base Directory): the
+    client library's state folder, where its known-hosts file is too (chat.client.trust)."""
+    return client_state_directory(environ)
 
 
 def make_private_directory(path: Path) -> Path:
