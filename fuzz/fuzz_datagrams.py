@@ -1,4 +1,4 @@
-"""Fuzz target: the datagram decoder, `parse_datagram` and `decode_body` (PROTOCOL.md 6.1 to 6.3).
+"""Fuzz target: the datagram decoder, `parse_datagram` and `decode_body` (docs/protocol.md 6.1 to 6.3).
 
 Input: one datagram, as the bytes a UDP socket delivered.
 

@@ -1,10 +1,10 @@
-"""Fuzz target: the frame reader (PROTOCOL.md 1.1 and 1.3), the pure one and the server's.
+"""Fuzz target: the frame reader (docs/protocol.md 1.1 and 1.3), the pure one and the server's.
 
 Input: one byte saying how the stream is cut (chunks of 1 to 16 bytes, or all at once), then the stream.
 
 Contract checked on every input:
 - `FrameDecoder` raises nothing but `FrameTooLarge`, exactly at the first prefix whose lengths are out of bounds
-  (PROTOCOL.md 1.3), never later and never for a good prefix; the frames it returned re-encode to the bytes they came
+  (protocol.md 1.3), never later and never for a good prefix; the frames it returned re-encode to the bytes they came
   from; what it holds back is the incomplete tail, less the 8-byte prefix once that prefix is complete. (A `feed`
   that raises loses the frames it completed before the bad prefix: only tests use this decoder, and a refused
   prefix ends the connection.)
@@ -70,7 +70,7 @@ def expected(stream: bytes) -> tuple[list[Frame], bool]:
     position = 0
     while len(stream) - position >= PREFIX_SIZE:
         header_len, payload_len = PREFIX.unpack_from(stream, position)
-        if not (1 <= header_len <= LIMITS.max_header and payload_len <= LIMITS.max_payload):  # PROTOCOL.md 1.3
+        if not (1 <= header_len <= LIMITS.max_header and payload_len <= LIMITS.max_payload):  # docs/protocol.md 1.3
             return frames, True
         start = position + PREFIX_SIZE
         if len(stream) - start < header_len + payload_len:

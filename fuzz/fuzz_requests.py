@@ -1,4 +1,4 @@
-"""Fuzz target: the request decoder, `decode_request` (PROTOCOL.md 1.4 and 1.6).
+"""Fuzz target: the request decoder, `decode_request` (docs/protocol.md 1.4 and 1.6).
 
 Input: one request header, as the bytes after a frame's prefix.
 

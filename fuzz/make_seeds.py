@@ -46,7 +46,7 @@ REQUESTS: list[wire.Request] = [
     wire.FileGet(fid="f1", offset=3),
     wire.FileCancel(fid="f1"),
 ]
-# Headers the decoder must refuse, each for another rule of PROTOCOL.md 1.4.
+# Headers the decoder must refuse, each for another rule of docs/protocol.md 1.4.
 REFUSED = {
     "not-json": b'{"type":"ping"',
     "not-object": b'["ping"]',

@@ -2,7 +2,7 @@
 """Benchmark: N raw-protocol clients log in and join one room of a real chat-server on 127.0.0.1.
 
 Timed until every client has its `joined` and the first client has heard every other join (as `presence`
-frames, or as `presences` batches with the presence-batch cap, PROTOCOL.md 10). Prints the time, and the frames
+frames, or as `presences` batches with the presence-batch cap, docs/protocol.md 10). Prints the time, and the frames
 and bytes the clients received, without caps and with `presence-batch` + `lazy-members`.
 
     .venv/bin/python scripts/bench_presence.py              # 2,000 clients

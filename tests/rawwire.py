@@ -256,7 +256,7 @@ class RawUdp(asyncio.DatagramProtocol):
 
     async def bind(self, *, validate: bool = True) -> int:
         """HELLO until the server answers, then (unless `validate` is False, as an older client does) ACK the
-        answer, which validates the address (PROTOCOL.md 6.5); returns the answer's seq."""
+        answer, which validates the address (docs/protocol.md 6.5); returns the answer's seq."""
         for _ in range(20):
             seq = self.send(1)
             try:

@@ -1,4 +1,4 @@
-"""chat/protocol/auth.py: the shared-secret login proof and the per-session secrets (PROTOCOL.md 2.2 and 8)."""
+"""chat/protocol/auth.py: the shared-secret login proof and the per-session secrets (docs/protocol.md 2.2 and 8)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_proof_is_lowercase_hex_hmac_sha256_over_raw_nonce_then_utf8_nick() -> N
 
 
 def test_proof_matches_an_independent_client_working_from_the_hello_nonce() -> None:
-    # What a third-party client does with PROTOCOL.md alone: bytes.fromhex(hello.nonce), then HMAC over nonce + nick.
+    # What a third-party client does with protocol.md alone: bytes.fromhex(hello.nonce), then HMAC over nonce + nick.
     hello_nonce = NONCE.hex()
     proof = hmac.new(b"s3cret", bytes.fromhex(hello_nonce) + b"alice", hashlib.sha256).hexdigest()
     assert verify_proof("s3cret", NONCE, "alice", proof)
@@ -60,7 +60,7 @@ def test_proof_for_another_nick_is_refused() -> None:
 
 
 def test_proof_is_over_the_nick_exactly_as_sent_not_its_nfc_form() -> None:
-    # PROTOCOL.md 8, "Spelling": the login proof is computed over the nick exactly as sent.
+    # docs/protocol.md 8, "Spelling": the login proof is computed over the nick exactly as sent.
     decomposed = "zoe\u0308"
     assert not verify_proof(SECRET, NONCE, decomposed, compute_proof(SECRET, NONCE, NICK))
     assert verify_proof(SECRET, NONCE, decomposed, compute_proof(SECRET, NONCE, decomposed))
@@ -77,7 +77,7 @@ def test_proof_over_the_hex_text_of_the_nonce_is_refused() -> None:
 
 
 def test_uppercase_hex_proof_is_accepted() -> None:
-    # Clients must send lowercase (PROTOCOL.md 2.2), but the server reads the proof with bytes.fromhex, which takes
+    # Clients must send lowercase (docs/protocol.md 2.2), but the server reads the proof with bytes.fromhex, which takes
     # either case; accepting the same digest in upper case gives an attacker nothing.
     assert verify_proof(SECRET, NONCE, NICK, compute_proof(SECRET, NONCE, NICK).upper())
 

@@ -1,4 +1,4 @@
-"""chat/client/cids.py: time-first cids sort by creation time, never repeat, and fit the protocol (PROTOCOL.md 3.4)."""
+"""chat/client/cids.py: time-first cids sort by creation time, never repeat, and fit the protocol (protocol.md 3.4)."""
 
 from __future__ import annotations
 

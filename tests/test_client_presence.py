@@ -1,4 +1,4 @@
-"""The client library and the presence extensions (PROTOCOL.md 10): resumed rejoins, away restored, paged who."""
+"""The client library and the presence extensions (docs/protocol.md 10): resumed rejoins, away restored, paged who."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The resume bookkeeping of chat/client/resume.py, without sockets or an event loop (PROTOCOL.md 4 and 8)."""
+"""The resume bookkeeping of chat/client/resume.py, without sockets or an event loop (docs/protocol.md 4 and 8)."""
 
 from __future__ import annotations
 
@@ -223,7 +223,7 @@ steps = st.lists(
 class SimulatedLink:
     """A server's store and one connection's byte stream, modelled as an ordered inbox of frames.
 
-    It keeps the promises of PROTOCOL.md 8: a replay (joined or login page) is followed by every later message live,
+    It keeps the promises of protocol.md 8: a replay (joined or login page) is followed by every later message live,
     pages hold the oldest messages above `after`, and frames arrive in the order the server wrote them.
     """
 

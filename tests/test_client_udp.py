@@ -1,5 +1,5 @@
 """The client's UDP link (chat/client/udp.py) as a state machine on a manual clock: HELLO cycle, BLOCKED, PINGs,
-re-binding, QUICK retransmission and TCP fallback at the exact instants of PROTOCOL.md 6.4, without waiting.
+re-binding, QUICK retransmission and TCP fallback at the exact instants of docs/protocol.md 6.4, without waiting.
 
 The link is driven directly: a fake transport records what it sends, datagrams "from the server" are signed with the
 session key and handed to `datagram_received`, and only `ManualClock.advance` moves time.
@@ -188,7 +188,7 @@ async def test_a_quick_from_the_server_is_acked_every_time_and_delivered_once() 
 
 
 async def test_the_answer_to_a_hello_is_acknowledged_by_its_seq_which_validates_the_address() -> None:
-    """PROTOCOL.md 6.5: the answer's seq is one the server sent only to this address after a secret jump."""
+    """docs/protocol.md 6.5: the answer's seq is one the server sent only to this address after a secret jump."""
     h = harness()
     answer_seq = h.from_server(
         dg.Kind.HELLO, dg.HelloBody(seq=h.transport.of_kind(dg.Kind.HELLO)[-1].seq), seq=7_654_321

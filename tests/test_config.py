@@ -137,7 +137,7 @@ def test_wrong_type_in_file_is_an_error(chat_config_file: Any, text: str) -> Non
 
 
 def test_integer_for_a_seconds_value_is_accepted(chat_config_file: Any) -> None:
-    # PROTOCOL.md 8: timeouts are in seconds, fractions allowed; a whole number is just as good.
+    # docs/protocol.md 8: timeouts are in seconds, fractions allowed; a whole number is just as good.
     config = load_config(chat_config_file("[limits]\nidle_timeout = 30\n"), environ={})
     assert config.limits.idle_timeout == 30.0
 

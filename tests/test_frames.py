@@ -1,4 +1,4 @@
-"""chat/protocol/frames.py: the 8-byte prefix, the limits, and the sans-I/O FrameDecoder (PROTOCOL.md 1 and 8)."""
+"""chat/protocol/frames.py: the 8-byte prefix, the limits, and the sans-I/O FrameDecoder (docs/protocol.md 1 and 8)."""
 
 from __future__ import annotations
 

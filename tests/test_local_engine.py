@@ -70,7 +70,7 @@ def test_the_quick_cid_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     assert [engine.quick_cid(1, f"c{n}", 1.0) for n in range(5)] == [None, None, 2, 3, 4]
 
 
-# --- lookalikes (PROTOCOL.md 8, Lookalikes) ----------------------------------------------------------------------
+# --- lookalikes (docs/protocol.md 8, Lookalikes) ----------------------------------------------------------------------
 
 CYRILLIC_POPE = "\u0440\u043e\u0440\u0435"  # drawn like the Latin "pope"
 

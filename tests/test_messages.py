@@ -1,4 +1,4 @@
-"""chat/protocol/messages.py: requests in, server frames out (PROTOCOL.md 1, 2, 3 and 8, "Request errors")."""
+"""chat/protocol/messages.py: requests in, server frames out (docs/protocol.md 1, 2, 3 and 8, "Request errors")."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ refs = st.none() | texts | int64s
 optional_texts = st.none() | texts
 resumed_marks = st.none() | st.just(True)
 client_ids = st.none() | st.text(st.characters(codec="utf-8"), min_size=1, max_size=64)
-caps_lists = st.none() | st.lists(texts, max_size=3)  # PROTOCOL.md 10.1: login.caps and welcome.caps
+caps_lists = st.none() | st.lists(texts, max_size=3)  # docs/protocol.md 10.1: login.caps and welcome.caps
 page_limits = st.none() | st.integers(1, INT64_MAX)
 json_scalars = st.none() | st.booleans() | int64s | st.floats(allow_nan=False, allow_infinity=False) | texts
 json_values = st.recursive(
@@ -172,7 +172,7 @@ SERVER_FRAME_STRATEGIES: dict[type[ServerFrame], st.SearchStrategy[ServerFrame]]
         limits=st.builds(
             lambda other, page: {**other, **page},
             st.dictionaries(texts, int64s | st.floats(allow_nan=False, allow_infinity=False), max_size=4),
-            st.fixed_dictionaries({}, optional={"members_page": st.integers(1, INT64_MAX)}),  # PROTOCOL.md 10.4
+            st.fixed_dictionaries({}, optional={"members_page": st.integers(1, INT64_MAX)}),  # docs/protocol.md 10.4
         ),
         caps=caps_lists,
         ref=refs,
@@ -310,7 +310,7 @@ def test_every_request_type_round_trips_through_json(request: Request) -> None:
 
 def test_round_trip_strategy_builds_every_request_type() -> None:
     assert {cls.type for cls in REQUEST_STRATEGIES} == REQUEST_TYPES
-    # PROTOCOL.md 2 and 3: the starting contract's requests are all there.
+    # docs/protocol.md 2 and 3: the starting contract's requests are all there.
     starting_contract = {"login", "ping", "pong", "quit", "join", "part", "say", "history", "who", "away", "nick"}
     assert REQUEST_TYPES.issuperset(starting_contract | {"rooms"})
 
@@ -335,7 +335,7 @@ def test_round_trip_strategies_give_every_optional_field_a_value_other_than_its_
     strategy: st.SearchStrategy[Any], cls: type, name: str, default: Any
 ) -> None:
     """The completeness check of fields: st.builds leaves a field with a default out unless told, so a new field
-    (PROTOCOL.md 10: caps, resumed, member_count, after, limit, count, next) would go untested without this."""
+    (docs/protocol.md 10: caps, resumed, member_count, after, limit, count, next) would go untested without this."""
     found = find(strategy, lambda value: type(value) is cls and getattr(value, name) != default, settings=FIND_SETTINGS)
     assert getattr(found, name) != default
 
@@ -372,7 +372,7 @@ def test_ping_without_t_keeps_t_absent_and_with_null_keeps_null() -> None:
     null = decode_request(b'{"type":"ping","t":null}')
     assert isinstance(absent, Ping) and absent.t is msgspec.UNSET
     assert isinstance(null, Ping) and null.t is None
-    # PROTOCOL.md 2.4: the answer carries the same `t`, absent staying absent.
+    # docs/protocol.md 2.4: the answer carries the same `t`, absent staying absent.
     assert b'"t"' not in encode_header(ServerPong(t=absent.t))
     assert b'"t":null' in encode_header(ServerPong(t=null.t))
 
@@ -491,7 +491,7 @@ def test_missing_required_field_is_bad_request_naming_the_field() -> None:
     ],
 )
 def test_refusal_carries_the_request_type_when_it_could_be_read(raw: bytes, request_type: str | None) -> None:
-    # The server closes the connection for a malformed login only (PROTOCOL.md 8), so it must know the type.
+    # The server closes the connection for a malformed login only (docs/protocol.md 8), so it must know the type.
     assert _refused(raw).request_type == request_type
 
 

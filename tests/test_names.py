@@ -1,4 +1,4 @@
-"""chat/protocol/names.py: nicks, room names and texts (PROTOCOL.md 2.2, 3 and 8, "Characters" and "Spelling")."""
+"""chat/protocol/names.py: nicks, room names and texts (docs/protocol.md 2.2, 3 and 8, "Characters" and "Spelling")."""
 
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ def test_names_of_one_recommended_script_pass(data: st.DataObject, script: str) 
     assert name_problem(nfc(name)) is None
 
 
-# --- lookalikes: TS #39 (PROTOCOL.md 8, Lookalikes) ------------------------------------------------------------
+# --- lookalikes: TS #39 (docs/protocol.md 8, Lookalikes) ------------------------------------------------------------
 
 # Every Default_Ignorable_Code_Point, as ICU knows them (not a list of ours).
 DEFAULT_IGNORABLES = list(icu.UnicodeSet("[:Default_Ignorable_Code_Point:]"))

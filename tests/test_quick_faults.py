@@ -1,6 +1,6 @@
 """Quick messages under injected UDP faults (the plugin's seeded relay): loss, total loss, a blocked sender.
 
-Real sockets, but client and server run PROTOCOL.md 6.4's schedule at a tenth of its times (TCP fallback after 0.5 s,
+Real sockets, but client and server run protocol.md 6.4's schedule at a tenth of its times (TCP fallback after 0.5 s,
 not 5 s), so a fallback is seen in well under a second; tests/test_client_udp.py and tests/test_quick_router.py check
 the schedule itself, at its exact instants, on a manual clock.
 """

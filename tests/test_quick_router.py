@@ -37,7 +37,7 @@ class Wire:
     def session(
         self, nick: str, identity: int, address: Any = None, now: float = 0.0, *, validate: bool = True
     ) -> Session:
-        """A logged-in session; with `address`, bound there by a HELLO whose answer it ACKs (PROTOCOL.md 6.5)
+        """A logged-in session; with `address`, bound there by a HELLO whose answer it ACKs (docs/protocol.md 6.5)
         unless `validate` is False (an older client)."""
         session = logged_in(self.engine, nick, identity, now)
         session.udp = self.router.attach(session, now)
@@ -338,7 +338,7 @@ def test_a_late_udp_copy_of_a_quick_that_came_by_tcp_is_acked_and_not_delivered_
     assert [dg.decode_body(d.body, dg.AckBody) for d in net.take(ALICE, dg.Kind.ACK)] == [dg.AckBody(seq=seq)]
 
 
-# --- address validation and the retransmission budget (PROTOCOL.md 6.5) --------------------------------------------
+# --- address validation and the retransmission budget (docs/protocol.md 6.5) ------------------------------------------
 
 VICTIM = ("10.0.0.99", 5353)
 

@@ -2,7 +2,7 @@
 retransmission timer and its TCP fallback, sessions leaving and coming back, in any order, on an injected clock.
 
 The router is the real one on a real `LocalEngine`; sessions are `MemoryPeer`s (tests/corefakes.py) and the
-datagrams it sends are captured. The model holds what PROTOCOL.md 6 promises, checked after every step:
+datagrams it sends are captured. The model holds what docs/protocol.md 6 promises, checked after every step:
 - every quick message the router accepts (a fresh `qid`) reaches its recipient exactly once while the recipient stays
   connected: by a UDP copy the recipient ACKed, or else by one TCP copy once 5 s passed without an ACK; never a copy
   (UDP or TCP) after the recipient's ACK, never a UDP copy after the TCP one, at most 5 UDP copies, each resend at or
@@ -260,7 +260,7 @@ class QuickRouterMachine(RuleBasedStateMachine):
         )
         assert self._step_done() == []
         assert client.hellos[-1:] == [seq] and udp.address == client.address
-        # PROTOCOL.md 6.5: the client acknowledges the answer, which validates its address
+        # docs/protocol.md 6.5: the client acknowledges the answer, which validates its address
         ack = dg.encode_body(dg.AckBody(seq=client.hello_answers[-1]))
         self.router.datagram_received(
             dg.encode_datagram(dg.Kind.ACK, udp.sid, client.seq(), ack, udp.key), client.address, self.now

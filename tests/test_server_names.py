@@ -1,4 +1,4 @@
-"""Names people can trust, over real sockets (issue 18, the lookalike row; PROTOCOL.md 8, Lookalikes).
+"""Names people can trust, over real sockets (issue 18, the lookalike row; docs/protocol.md 8, Lookalikes).
 
 Each attack of the row is tried against a server on 127.0.0.1 while a legitimate pair, alice and bob, keeps
 chatting in `lobby`; every lookalike is written with escapes so that the test reads what it sends.
@@ -118,7 +118,7 @@ async def test_a_lookalike_of_a_nick_held_before_a_restart_is_refused(make_serve
 
 
 async def test_a_capital_i_for_an_l_is_taken_as_the_nick_is_spelled(connect: ConnectFactory) -> None:
-    """`AIice` and `Alice` fold apart but are drawn alike: their skeletons as spelled meet (PROTOCOL.md 8)."""
+    """`AIice` and `Alice` fold apart but are drawn alike: their skeletons as spelled meet (docs/protocol.md 8)."""
     await connect("Alice")
     impostor = await connect()
     assert (await impostor.login("AIice"))["code"] == "nick_taken"

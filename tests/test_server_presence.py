@@ -1,4 +1,4 @@
-"""Presence extensions negotiated at login (PROTOCOL.md 10), over the raw wire against a real server."""
+"""Presence extensions negotiated at login (docs/protocol.md 10), over the raw wire against a real server."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ async def test_a_turn_of_presence_events_is_one_frame_for_the_batch_codec() -> N
     assert b"resumed" not in plain, "a plain presence never carries resumed"
 
 
-# PROTOCOL.md 2.5, 3.2, 3.6 and 3.7: the frames of the protocol before section 10, keys in the documented order.
+# docs/protocol.md 2.5, 3.2, 3.6 and 3.7: the frames of the protocol before section 10, keys in the documented order.
 PRE_EXTENSION_KEYS = {
     "welcome": ["type", "nick", "session", "udp", "limits", "ref"],
     "udp": ["port", "sid", "key"],

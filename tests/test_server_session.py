@@ -44,7 +44,7 @@ async def test_bad_nick_is_refused_and_closed(connect: ConnectFactory, nick: str
 
 
 async def test_nicks_of_any_script_are_kept_in_nfc(connect: ConnectFactory) -> None:
-    # Latin with Han and Hiragana is one of TS #39's allowed mixes (PROTOCOL.md 8, Lookalikes); Latin with
+    # Latin with Han and Hiragana is one of TS #39's allowed mixes (docs/protocol.md 8, Lookalikes); Latin with
     # Cyrillic, which this nick once carried, is not (tests/test_server_names.py).
     conn = await connect()
     welcome = await conn.login("Zoe\u0308_\u540d\u524d-\u3055.9")  # decomposed ë

@@ -244,7 +244,7 @@ async def test_typing_is_forwarded_by_udp_only(server: ChatServer, connect: Conn
 async def test_a_forged_hello_gets_at_most_three_times_its_bytes_sent_to_the_victim(
     server: ChatServer, connect: ConnectFactory
 ) -> None:
-    """PROTOCOL.md 6.5 over real sockets: mallory signs HELLOs for its own session from the victim's address
+    """docs/protocol.md 6.5 over real sockets: mallory signs HELLOs for its own session from the victim's address
     (127.0.0.2) and bob sends the room quick messages; the victim gets at most 3x what came from it, and mallory
     still gets every quick message (over TCP)."""
     server.service.quick.schedule = dg.PROTOCOL_SCHEDULE.scaled(0.1)  # fallbacks in 0.5 s, not 5

@@ -242,7 +242,7 @@ async def test_who_of_members_with_long_away_texts_is_cut_under_the_frame_limit_
     assert 60 <= len(whole.members) < 70
     paged: list[str] = []
     after: str | None = None
-    while True:  # PROTOCOL.md 10.4: pages of at most 100, cut under the limit, continued with `next`
+    while True:  # docs/protocol.md 10.4: pages of at most 100, cut under the limit, continued with `next`
         [page] = await core.request(asker, wire.Who(room="lobby", after=after, limit=100))
         assert isinstance(page, wire.Members) and not page.truncated
         assert header_size(page) <= MAX_SERVER_HEADER

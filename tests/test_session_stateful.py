@@ -53,7 +53,7 @@ MAX_CONNECTIONS = 4
 Expected = list[tuple[Any, ...]]
 # Headers the decoder refuses or that break a rule before any handler runs: (header, payload, what an open
 # connection gets once logged in, what a connection not yet logged in gets). "closed" means the connection is closed
-# with that code (PROTOCOL.md 2.3: a refused login always closes).
+# with that code (docs/protocol.md 2.3: a refused login always closes).
 MALFORMED: list[tuple[bytes, bytes, tuple[Any, ...], tuple[Any, ...]]] = [
     (b"{", b"", ("error", "bad_request", None), ("error", "bad_request", None)),
     (b'{"type":"shout","ref":1}', b"", ("error", "unknown_type", 1), ("error", "unknown_type", 1)),
@@ -229,7 +229,7 @@ class SessionMachine(RuleBasedStateMachine):
         return [room for room in self.rooms.values() if connection in room.members]
 
     def _leave_everything(self, connection: Connection) -> dict[Connection, Expected]:
-        """Rooms hear `quit` (PROTOCOL.md 3.6); the nick stays held by its identity."""
+        """Rooms hear `quit` (docs/protocol.md 3.6); the nick stays held by its identity."""
         rooms = self._rooms_of(connection)
         expected = self._others(connection, ("presence", connection.nick, "quit", None, None), rooms)
         for room in rooms:
@@ -276,7 +276,7 @@ class SessionMachine(RuleBasedStateMachine):
     def _login(self, connection: Connection, nick: str, protocol: int) -> None:
         ref = self._next_ref()
         received = self._request(connection, wire.Login(nick=nick, protocol=protocol, ref=ref))
-        if connection.logged_in:  # PROTOCOL.md 7: already_logged_in does not close
+        if connection.logged_in:  # docs/protocol.md 7: already_logged_in does not close
             expected: Expected = [("error", "already_logged_in", ref)]
         elif protocol != 1:  # 2.3: protocol first, then the nick
             expected = [("closed", "protocol_mismatch")]
@@ -294,7 +294,7 @@ class SessionMachine(RuleBasedStateMachine):
         self._check(received, {connection: expected})
 
     def _not_logged_in(self, connection: Connection, received: dict[Connection, Expected], ref: int) -> bool:
-        """Before `welcome`, anything but login and ping is `not_logged_in` (PROTOCOL.md 2.7)."""
+        """Before `welcome`, anything but login and ping is `not_logged_in` (docs/protocol.md 2.7)."""
         if connection.logged_in:
             return False
         self._check(received, {connection: [("error", "not_logged_in", ref)]})
@@ -346,7 +346,7 @@ class SessionMachine(RuleBasedStateMachine):
         event(f"part: {len(room.members)} left")
 
     def _room_refusal(self, connection: Connection, name: str) -> str | None:
-        """PROTOCOL.md 3.12, for part and say."""
+        """docs/protocol.md 3.12, for part and say."""
         if name not in GOOD_ROOMS:
             return "bad_room"
         room = self.rooms.get(fold(name))
@@ -361,7 +361,7 @@ class SessionMachine(RuleBasedStateMachine):
         received = self._request(connection, wire.Say(room=name, text=text, ref=ref))
         if self._not_logged_in(connection, received, ref):
             return
-        # PROTOCOL.md 3.4: the text is checked first, then the room (test_say_checks_the_text_before_the_target)
+        # docs/protocol.md 3.4: the text is checked first, then the room (test_say_checks_the_text_before_the_target)
         refusal = ("bad_text" if text not in GOOD_TEXTS else None) or self._room_refusal(connection, name)
         if refusal is not None:
             self._check(received, {connection: [("error", refusal, ref)]})
@@ -379,7 +379,7 @@ class SessionMachine(RuleBasedStateMachine):
         received = self._request(connection, wire.Say(to=to, text=text, ref=ref))
         if self._not_logged_in(connection, received, ref):
             return
-        if text not in GOOD_TEXTS:  # PROTOCOL.md 3.4: the text before the nick (see say_in_room)
+        if text not in GOOD_TEXTS:  # docs/protocol.md 3.4: the text before the nick (see say_in_room)
             refusal: str | None = "bad_text"
         elif to not in GOOD_NICKS:
             refusal = "bad_nick"
@@ -402,7 +402,7 @@ class SessionMachine(RuleBasedStateMachine):
         event("say to a nick: " + ("offline" if recipient is None else "self" if recipient is connection else "live"))
 
     def _stored(self, room_key: str | None) -> None:
-        """The say's echo: one message id, above every id before (PROTOCOL.md 3.5)."""
+        """The say's echo: one message id, above every id before (docs/protocol.md 3.5)."""
         assert len(self.step_ids) == 1, f"one message, one id: {self.step_ids}"
         [number] = self.step_ids
         assert number > self.highest_id, f"message id {number} after {self.highest_id}"
@@ -525,7 +525,7 @@ class SessionMachine(RuleBasedStateMachine):
     [({"room": "den"}, "no_such_room"), ({"to": "nobody"}, "no_such_nick"), ({"to": "bad nick"}, "bad_nick")],
 )
 def test_say_checks_the_text_before_the_target(target: dict[str, str], target_code: str) -> None:
-    """PROTOCOL.md 3.4: a say with a bad text and a bad target gets `bad_text`, whatever the target's fault."""
+    """docs/protocol.md 3.4: a say with a bad text and a bad target gets `bad_text`, whatever the target's fault."""
     machine = SessionMachine()
     try:
         machine.connect()  # the machine's rules record hypothesis events: only its plain helpers here

@@ -854,7 +854,7 @@ async def test_a_resumed_join_makes_a_member_again_without_a_joined_line(
     bob = await RawConnection.open("127.0.0.1", server.port)
     try:
         assert (await bob.login("bob"))["type"] == "welcome"
-        await bob.join("lobby", resumed=True)  # PROTOCOL.md 10.3: a rejoin after a lost connection
+        await bob.join("lobby", resumed=True)  # docs/protocol.md 10.3: a rejoin after a lost connection
         await alice.wait_for(lambda: "bob" in lobby.members, "bob in the member list")
         await bob.say("back", room="lobby")
         await alice.wait_for(lambda: "back" in alice.texts(), "bob's message")

@@ -226,7 +226,7 @@ async def test_a_peers_file_name_and_size_render_safely(
     source = tmp_path / "plain.bin"
     source.write_bytes(b"\0" * 1536)
     alice = await start_tui(server)
-    # The server strips control and format characters from names (PROTOCOL.md 5.1); a line separator passes.
+    # The server strips control and format characters from names (docs/protocol.md 5.1); a line separator passes.
     sent = await bob.send_file(source, room="lobby", name="invoice\u2028\u202egnp.exe\x1b[2J")
     assert sent.file is not None
     await alice.wait_for(lambda: "📎" in pane_text(alice), "the file message")

@@ -1,4 +1,4 @@
-"""Client message ids (`cid`, PROTOCOL.md 3.4 and 6.3) that start with the time they were made.
+"""Client message ids (`cid`, docs/protocol.md 3.4 and 6.3) that start with the time they were made.
 
 A cid is 28 lowercase hex digits: 12 of milliseconds since the Unix epoch (fixed width, good until the year
 10889), then 16 of a 64-bit counter that starts at a random value each millisecond. Why the time first: the server

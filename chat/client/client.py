@@ -6,7 +6,7 @@ Life of a client, as a state machine (`ClientState`):
     READY --link lost--> RECONNECTING --(backoff) welcome--> RESUMING --> READY ...
     any --quit/close, session_taken, a refused re-login, the link lost with reconnect=False--> CLOSED
 
-Requests and resume (PROTOCOL.md 4):
+Requests and resume (docs/protocol.md 4):
 
 - `say` is tracked by its `cid` until its echo comes back, whatever happens to the connection: it is written at once
   when the client is READY, and every resume sends each unacknowledged say again with the same cid, after the
@@ -95,7 +95,7 @@ from chat.protocol.messages import (
 
 logger = logging.getLogger("chat.client")
 
-CATCH_UP_PAGE = 100  # PROTOCOL.md 8: `history` honours a limit of at least 100
+CATCH_UP_PAGE = 100  # docs/protocol.md 8: `history` honours a limit of at least 100
 RATE_LIMIT_PAUSE = 0.5
 RATE_LIMIT_RETRIES = 20
 
@@ -112,10 +112,10 @@ class ClientState(StrEnum):
     CLOSED = "closed"
 
 
-DEFAULT_CAPS = (PRESENCE_BATCH, LAZY_MEMBERS)  # PROTOCOL.md 10: what a client asks for unless told otherwise
+DEFAULT_CAPS = (PRESENCE_BATCH, LAZY_MEMBERS)  # docs/protocol.md 10: what a client asks for unless told otherwise
 
 
-# What an ACK's refusal code means (PROTOCOL.md 6.3): the ACK carries only the code, the words are ours.
+# What an ACK's refusal code means (docs/protocol.md 6.3): the ACK carries only the code, the words are ours.
 QUICK_REFUSALS = {
     "bad_request": "the quick message was not well formed",
     "bad_text": "the text may not be sent",
@@ -143,9 +143,9 @@ class ClientOptions:
     udp: bool = True  # use the UDP quick channel (False: quick messages always go over the TCP or TLS connection)
     udp_host: str | None = None  # where the server's UDP port is, if not at `host` (a test relay, say)
     udp_port: int | None = None  # if not the port `welcome` names
-    # PROTOCOL.md 6.4: HELLO, retransmission and TCP fallback times (tests shorten them: `UdpTimings().scaled(0.1)`)
+    # protocol.md 6.4: HELLO, retransmission and TCP fallback times (tests shorten them: `UdpTimings().scaled(0.1)`)
     udp_timings: UdpTimings = PROTOCOL_TIMINGS
-    # PROTOCOL.md 10: extensions asked for at login; None asks for none (the plain protocol of sections 1-9)
+    # docs/protocol.md 10: extensions asked for at login; None asks for none (the plain protocol of sections 1-9)
     caps: tuple[str, ...] | None = DEFAULT_CAPS
 
 
@@ -257,7 +257,7 @@ class Client:
             async with asyncio.timeout(timeout):
                 await link.wait_settled()
                 if link.state is UdpState.OK and link.rtt is None:
-                    # PROTOCOL.md 6.5: a PONG answers a PING sent after the ACK of the HELLO answer, so once it is
+                    # docs/protocol.md 6.5: a PONG answers a PING sent after the ACK of the HELLO answer, so once it is
                     # here the server has seen that ACK and sends this address everything by UDP (lost: go on)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(link.ping(), 1.0)
@@ -398,7 +398,7 @@ class Client:
 
         It goes by UDP when the channel is bound and it fits in a datagram, else over TCP; a UDP one with no ACK
         after 5 s goes over TCP too, and one still unacknowledged when the connection drops is sent again after the
-        resume with the same `cid`, which the server delivers at most once (PROTOCOL.md 6). Raises ServerError with
+        resume with the same `cid`, which the server delivers at most once (docs/protocol.md 6). Raises ServerError with
         the refusal's code (`nick_offline`, `no_such_nick`, `not_in_room`, `bad_text`, ...), ClientClosed if the
         client ends first.
         """
@@ -569,7 +569,7 @@ class Client:
     ) -> HistoryPage:
         """A page of stored messages of a room, of the conversation with `to`, or of all private messages.
 
-        A plain query (PROTOCOL.md 8): its messages are returned, not delivered as events.
+        A plain query (docs/protocol.md 8): its messages are returned, not delivered as events.
         """
         if (room is not None) + (to is not None) + bool(private) != 1:
             raise ValueError("history takes exactly one of room=, to= and private=True")
@@ -578,18 +578,18 @@ class Client:
 
     async def who(self, room: str, *, after: str | None = None, limit: int | None = None) -> Members:
         """The members of a room, with their away texts; with `after` or `limit`, one page of them in folded nick
-        order, with `count` and `next` (PROTOCOL.md 10.4, needs the lazy-members cap; otherwise the whole list)."""
+        order, with `count` and `next` (docs/protocol.md 10.4, needs the lazy-members cap; otherwise the whole list)."""
         return _expect(await self._request(lambda ref: Who(room=room, after=after, limit=limit, ref=ref)), Members)
 
     async def whois(self, nick: str) -> WhoisInfo:
         """What the server shares about a nick: online with its rooms, away text, idle seconds and login time, or
-        offline with when it was last used (PROTOCOL.md 3.13). ServerError `no_such_nick` if nobody ever had it."""
+        offline with when it was last used (docs/protocol.md 3.13). ServerError `no_such_nick` if nobody ever had it."""
         return _expect(await self._request(lambda ref: Whois(nick=nick, ref=ref)), WhoisInfo)
 
     async def rooms(self) -> RoomList:
         """Every room with at least one member, in folded-name order.
 
-        A list too long for one frame comes in pages (PROTOCOL.md 3.8): each page's `next` is the `after` of the
+        A list too long for one frame comes in pages (docs/protocol.md 3.8): each page's `next` is the `after` of the
         request for the rest, followed here until a page has none; the pages are returned as one list. Rooms created
         or removed meanwhile may be missed or, in a later page, seen as they are then."""
         rooms: list[RoomInfo] = []
@@ -676,7 +676,7 @@ class Client:
         if isinstance(frame, Message):
             self._acknowledge(frame)
             self._emit_all(self._resume.live(frame))
-        elif isinstance(frame, Presences):  # PROTOCOL.md 10.2: the same per-event `Presence` as without the cap
+        elif isinstance(frame, Presences):  # docs/protocol.md 10.2: the same per-event `Presence` as without the cap
             for event in frame.events:
                 self._emit(
                     Presence(
@@ -689,7 +689,7 @@ class Client:
                     )
                 )
         elif isinstance(frame, HistoryPage) and frame.private and frame.ref is None:
-            # PROTOCOL.md 3: the private messages above the login `since`, right after welcome.
+            # docs/protocol.md 3: the private messages above the login `since`, right after welcome.
             self._absorb(frame.messages)
             self._emit_all(self._resume.replay(self._resume.private, frame.messages, more=frame.truncated))
         elif isinstance(frame, QuickMessage):
@@ -820,7 +820,7 @@ class Client:
         return connection
 
     async def _open_udp(self, welcome: Welcome) -> None:
-        """A new UDP link for this session (PROTOCOL.md 6: a new sid, key and seq counters with every welcome)."""
+        """A new UDP link for this session (docs/protocol.md 6: a new sid, key and seq counters with every welcome)."""
         self._close_udp()
         if not self.options.udp:
             return
@@ -895,10 +895,10 @@ class Client:
                 if isinstance(frame, Joined):
                     self._joined(frame, since=since)
 
-            # PROTOCOL.md 10.3: a rejoin after a lost connection says so
+            # docs/protocol.md 10.3: a rejoin after a lost connection says so
             join = Join(room=conversation.room, since=since, resumed=True, ref=self._next_ref())
             joins.append((conversation, connection.request(join, on_joined)))
-        if self._away_text is not None:  # PROTOCOL.md 8: away does not survive a server restart; set it again
+        if self._away_text is not None:  # docs/protocol.md 8: away does not survive a server restart; set it again
             connection.send(SetAway(text=self._away_text, ref=self._next_ref()))
         barrier = connection.request(Ping(ref=self._next_ref()))  # after the login page, whether rooms or not
         await connection.drain()
@@ -920,12 +920,12 @@ class Client:
             raise outcomes[-1]
         for conversation in self._resume.needs_catch_up():
             await self._catch_up(connection, conversation)
-        # PROTOCOL.md 4: each say not acknowledged by a replay, again with the same cid. No await from here to READY,
+        # protocol.md 4: each say not acknowledged by a replay, again with the same cid. No await from here to READY,
         # so a say made meanwhile is either in this list or sent by `say()` itself.
         for say in self._resume.unacked:
             self._send_say(connection, say)
         self._set_ready(connection)
-        # PROTOCOL.md 6: quick messages not acknowledged when the connection dropped go again on the new session.
+        # docs/protocol.md 6: quick messages not acknowledged when the connection dropped go again on the new session.
         for job in list(self._quick_jobs.values()):
             self._dispatch_quick(job)
 
@@ -955,7 +955,7 @@ class Client:
                 reason = connection.close_reason or "the connection was lost"
                 code = connection.close_code
                 self._lost()
-                if code == ErrorCode.SESSION_TAKEN:  # PROTOCOL.md 8: do not reconnect by itself
+                if code == ErrorCode.SESSION_TAKEN:  # docs/protocol.md 8: do not reconnect by itself
                     await self._finish(reason, code)
                     return
                 if not self.options.reconnect:
@@ -993,7 +993,7 @@ class Client:
                 logger.info("resumed on %s:%d after %d attempt(s)", self.host, self.port, attempt)
                 return True
             except LoginRefused as exc:
-                # PROTOCOL.md 8: e.g. nick_taken on a re-login: this identity lost its nick; nothing to retry.
+                # docs/protocol.md 8: e.g. nick_taken on a re-login: this identity lost its nick; nothing to retry.
                 await self._finish(f"the server refused the login again: {exc.message}", exc.code)
                 return False
             except TlsTrustError as exc:  # a changed certificate is not retried: someone may be in the middle

@@ -3,14 +3,14 @@
 A `Connection` knows nothing of resuming; the `Client` opens a new one for every attempt and drops the old one.
 
 Reading: one task reads each frame with `readexactly` (the 8-byte prefix, both lengths checked against the limits
-before anything of that size is read, then the header and the payload; PROTOCOL.md 1) and dispatches it at once, in
+before anything of that size is read, then the header and the payload; docs/protocol.md 1) and dispatches it at once, in
 the order it came:
 
 - a frame whose `ref` matches a request in flight answers it: the request's `on_reply` hook runs first, still in
   read order, so the client's bookkeeping (a joined room, a changed nick) is done before any later frame is seen;
   then the request's future resolves, or fails with `ServerError` if the frame is an `error`;
 - a `ping` is answered with a `pong` echoing `t`; a `pong` only proves the link is alive;
-- an `error` without a ref whose code closes the connection (PROTOCOL.md 8) becomes the close reason;
+- an `error` without a ref whose code closes the connection (docs/protocol.md 8) becomes the close reason;
 - everything else goes to the `on_frame` callback.
 
 Writing: `send` hands the frame to the transport at once and returns; `drain()` waits only when more than
@@ -54,7 +54,7 @@ from chat.protocol.messages import (
 logger = logging.getLogger("chat.client")
 
 PROTOCOL_VERSION = 1
-# PROTOCOL.md 8: the server never sends a header over 1 MiB; payloads (file chunks) are far below 1 MiB + 64 KiB.
+# docs/protocol.md 8: the server never sends a header over 1 MiB; payloads (file chunks) are far below 1 MiB + 64 KiB.
 CLIENT_LIMITS = FrameLimits(max_header=MAX_SERVER_HEADER, max_payload=DEFAULT_MAX_PAYLOAD + 64 * 1024)
 WRITE_HIGH_WATER = 256 * 1024
 DEFAULT_IDLE_TIMEOUT = 120.0
@@ -155,7 +155,7 @@ class Connection:
                     nonce = bytes.fromhex(first.nonce)
                 except ValueError:
                     raise ProtocolError(f"hello carries a nonce that is not hex: {first.nonce!r}") from None
-                proof = compute_proof(secret, nonce, nick)  # PROTOCOL.md 2.2: over the nick exactly as sent
+                proof = compute_proof(secret, nonce, nick)  # docs/protocol.md 2.2: over the nick exactly as sent
         self.send(
             Login(
                 nick=nick,
@@ -305,12 +305,12 @@ class Connection:
                 return
         if isinstance(frame, ServerPing):
             if not self.closed:
-                self.send(Pong(t=frame.t))  # PROTOCOL.md 2.4: the same `t`, whatever JSON value it is
+                self.send(Pong(t=frame.t))  # docs/protocol.md 2.4: the same `t`, whatever JSON value it is
             return
         if isinstance(frame, ServerPong):
             return
         if isinstance(frame, Error) and frame.code in CLOSING_CODES:
-            # PROTOCOL.md 8: the server closes right after this; keep reading until it does.
+            # docs/protocol.md 8: the server closes right after this; keep reading until it does.
             self.close_code, self.close_reason = frame.code, frame.message
             logger.info("%r is closing the connection: %s: %s", self.peer, frame.code, frame.message)
             return
@@ -334,7 +334,7 @@ class Connection:
             pending.future.set_result(frame)
 
     async def _keepalive(self, idle_timeout: float) -> None:
-        """Ping after a third of the idle timeout without a frame; give up after all of it (PROTOCOL.md 8)."""
+        """Ping after a third of the idle timeout without a frame; give up after all of it (docs/protocol.md 8)."""
         ping_after = idle_timeout / 3
         tick = idle_timeout / 6
         pinged_at: float | None = None

@@ -13,7 +13,7 @@
                +-- KnownHostsError       the known-hosts file cannot be read
 
 `FATAL_LOGIN_CODES` are the login refusals that no retry can fix: a client that meets one of them while resuming
-ends instead of trying again (PROTOCOL.md 8, "Which errors close the connection", and "Takeover").
+ends instead of trying again (docs/protocol.md 8, "Which errors close the connection", and "Takeover").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""File transfer for the client library: streamed, resumable uploads and downloads (PROTOCOL.md 5).
+"""File transfer for the client library: streamed, resumable uploads and downloads (docs/protocol.md 5).
 
 Nothing holds a whole file in memory: the SHA-256 is computed reading 64 KiB at a time, uploads send 64 KiB chunks
 (waiting on the connection's buffer, not on a reply per chunk), downloads write each chunk as it arrives into
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]  # (bytes done, total bytes)
 PROBE_EVERY = 0.5  # seconds between the pings that learn how far the server has read an upload
-MAX_PROBES = 4  # such pings of one upload in flight at once (each costs a rate-limit token: PROTOCOL.md 1.8)
+MAX_PROBES = 4  # such pings of one upload in flight at once (each costs a rate-limit token: docs/protocol.md 1.8)
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 _UNSAFE = re.compile(r'[<>:"/\\|?*]')
 MAX_LOCAL_NAME_BYTES = 200
@@ -109,7 +109,7 @@ class Download:
 
 class ReadProgress:
     """How far the server has read an upload, learned without waiting for it: the server handles a connection's
-    frames in order (PROTOCOL.md 1.9), so the `pong` to a `ping` sent after a chunk comes once it has read that
+    frames in order (docs/protocol.md 1.9), so the `pong` to a `ping` sent after a chunk comes once it has read that
     chunk, and reports the bytes before it. Bytes handed to the socket are no progress: the socket buffers of both
     ends take megabytes at once, far more than a server reading at `[files] bytes_per_second` has read (the rate
     shown would be that of the buffers filling)."""

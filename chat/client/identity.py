@@ -2,7 +2,7 @@
 
 The file holds the session token (the identity: the server gives its nick back to it, and its private messages) and
 the highest private message id delivered (the `since` of the next login, so the private messages sent while the
-program was down are delivered, PROTOCOL.md 2.2). It is JSON, written whole to a temporary file beside it and
+program was down are delivered, docs/protocol.md 2.2). It is JSON, written whole to a temporary file beside it and
 renamed over it (a crash leaves the old file or the new one, never half of one), readable by its owner only: the
 token is a credential.
 """

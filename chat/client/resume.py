@@ -1,4 +1,4 @@
-"""Resume without loss, as bookkeeping that does no I/O (PROTOCOL.md 4 and 8), and the reconnection backoff.
+"""Resume without loss, as bookkeeping that does no I/O (docs/protocol.md 4 and 8), and the reconnection backoff.
 
 `ResumeState` is fed every `message` the client reads and answers which ones to deliver as events and which `say`
 each acknowledges; the client asks it what `since` to send when it logs in and joins again, and which says to send
@@ -6,7 +6,7 @@ again. Nothing here touches a socket or a clock, so the tests drive it directly.
 
 Invariants, in plain words:
 
-- A *conversation* is one room (keyed by its folded name, PROTOCOL.md 8 "Spelling") or the private conversations
+- A *conversation* is one room (keyed by its folded name, docs/protocol.md 8 "Spelling") or the private conversations
   together: the server sends the messages of a room, and the private ones, in ascending id on one connection, and the
   login `since` covers all private conversations with one number. `highest` is the largest id delivered as an event.
 - A message at or below `highest` has been delivered and is dropped. With the ascending order above this is exact

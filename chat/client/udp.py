@@ -1,8 +1,8 @@
-"""The client's end of the UDP quick-message channel (PROTOCOL.md 6): one `UdpLink` per logged-in connection.
+"""The client's end of the UDP quick-message channel (docs/protocol.md 6): one `UdpLink` per logged-in connection.
 
 A link binds its address with HELLO (a new seq per attempt, at 0, 0.25, 0.75, 1.75 and 3.75 s; no answer within 5 s
 means UDP is blocked, and it tries again every `rebind_seconds`) and acknowledges the answer, which validates its
-address (PROTOCOL.md 6.5: until then the server sends it at most three times what it received from it), measures
+address (docs/protocol.md 6.5: until then the server sends it at most three times what it received from it), measures
 the round trip and clock offset with PING/PONG, sends QUICKs with retransmission and hands those with no ACK after
 5 s back to the client for the TCP fallback, and acknowledges every QUICK the server sends (again for a repeat,
 delivering it once).
@@ -35,7 +35,7 @@ PING_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class UdpTimings:
-    """The client's UDP schedule, in seconds; the defaults are the protocol's (PROTOCOL.md 6.4).
+    """The client's UDP schedule, in seconds; the defaults are the protocol's (docs/protocol.md 6.4).
 
     `retransmit` times both the QUICK retransmissions and TCP fallback and the HELLO attempts of a binding cycle
     (one HELLO at once, one more at each `resend_after`, BLOCKED at `give_up_after`).
@@ -182,7 +182,7 @@ class UdpLink(asyncio.DatagramProtocol):
         elif kind is dg.Kind.HELLO:
             hello = dg.decode_body(datagram.body, dg.HelloBody)
             if hello.seq in self._hellos:
-                # PROTOCOL.md 6.5: acknowledging the answer shows the server this address receives what it sends
+                # docs/protocol.md 6.5: acknowledging the answer shows the server this address receives what it sends
                 self._send(dg.Kind.ACK, dg.AckBody(seq=datagram.seq))
                 self._bound_now(self._clock.time())
         elif kind is dg.Kind.PONG:

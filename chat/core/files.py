@@ -1,4 +1,4 @@
-"""File transfer (PROTOCOL.md 5 and 8, Files): streamed uploads with resume, checked by size and SHA-256, and
+"""File transfer (docs/protocol.md 5 and 8, Files): streamed uploads with resume, checked by size and SHA-256, and
 downloads with backpressure.
 
 Safety: a client's file name is a display name only. Data is written to `<directory>/.partial/<fid>` and moved to
@@ -174,7 +174,7 @@ class FileService:
         return None
 
     def _check_quota(self, owner: int, count: int, stored_mine: int | None = None) -> None:
-        """Refuse `count` more bytes for `owner` if they would not fit (PROTOCOL.md 5.1: bytes received count)."""
+        """Refuse `count` more bytes for `owner` if they would not fit (docs/protocol.md 5.1: bytes received count)."""
         quota = self.config.quota_bytes
         used = self._stored_total + self._partial_total
         if used + count > quota:

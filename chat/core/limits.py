@@ -31,7 +31,7 @@ class TokenBucket:
 
     def spend(self, count: float, now: float) -> bool:
         """Spend `count` tokens if there are that many (a byte budget; a large header costs one per KiB,
-        PROTOCOL.md 1.8); False, spending none, if not. O(1): it runs once per stored message (`say`)."""
+        docs/protocol.md 1.8); False, spending none, if not. O(1): it runs once per stored message (`say`)."""
         tokens = self._tokens
         if now > self._last:
             tokens += (now - self._last) * self.rate

@@ -53,7 +53,7 @@ class Peer(Protocol):
         ...
 
     def negotiated(self, caps: frozenset[str]) -> None:
-        """The session negotiated these caps at login (PROTOCOL.md 10); the peer may switch to another codec."""
+        """The session negotiated these caps at login (docs/protocol.md 10); the peer may switch to another codec."""
         ...
 
     def send_event(self, event: ServerFrame) -> None:

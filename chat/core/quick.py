@@ -1,4 +1,4 @@
-"""Quick messages (PROTOCOL.md 6 and 8, UDP): the datagram core of the server, free of sockets and of the clock.
+"""Quick messages (docs/protocol.md 6 and 8, UDP): the datagram core of the server, free of sockets and of the clock.
 
 Every datagram goes through the same gate, in this order, and anything that fails is dropped with no reply and
 counted in `stats`: size and layout, the source address's token bucket (before any HMAC work), a known `sid`, the
@@ -6,7 +6,7 @@ tag, the session's token bucket, the replay window (a repeated QUICK is acknowle
 only), and a bound address (only a HELLO newer than every seq seen binds one). Nothing is ever sent to an address
 that no valid HELLO bound.
 
-Address validation (PROTOCOL.md 6.5, after RFC 9000 section 8): a HELLO is signed with the session key, which the
+Address validation (docs/protocol.md 6.5, after RFC 9000 section 8): a HELLO is signed with the session key, which the
 session's own holder knows, so its source address proves nothing; a holder could bind a victim's address and aim
 every quick message of a room at it. So a newly bound address is unvalidated: the server sends it at most
 `AMPLIFICATION_FACTOR` times the bytes it received from it since the binding (a QUICK that does not fit goes over
@@ -56,11 +56,11 @@ logger = logging.getLogger(__name__)
 
 Address = tuple[str | int, ...]
 T = TypeVar("T")
-CID_MEMORY_SECONDS = 600.0  # PROTOCOL.md 6: a cid is delivered at most once in 10 minutes
+CID_MEMORY_SECONDS = 600.0  # docs/protocol.md 6: a cid is delivered at most once in 10 minutes
 MAX_ADDRESS_BUCKETS = 4096
 TYPING_PER_SECOND = 1.0
 TYPING_BURST = 3
-AMPLIFICATION_FACTOR = 3  # PROTOCOL.md 6.5: bytes sent to an unvalidated address per byte received from it
+AMPLIFICATION_FACTOR = 3  # docs/protocol.md 6.5: bytes sent to an unvalidated address per byte received from it
 SEQ_JUMP = 2**24  # the send counter moves forward by 1..SEQ_JUMP when an unvalidated address is bound
 
 
@@ -73,7 +73,7 @@ def _remember(table: OrderedDict[int, T], key: int, value: T) -> None:
 
 class UdpPeer:
     """One session's UDP channel: credentials, bound address, both seq counters, replay window, what awaits an ACK,
-    and the address validation state (PROTOCOL.md 6.5)."""
+    and the address validation state (docs/protocol.md 6.5)."""
 
     __slots__ = (
         "address",
@@ -201,7 +201,7 @@ class QuickRouter:
     ) -> None:
         self.engine = engine
         self.config = config
-        # PROTOCOL.md 6.4's retransmission and TCP fallback times; a test may set a shorter one (it applies to the
+        # docs/protocol.md 6.4's retransmission and TCP fallback times; a test may set a shorter one (it applies to the
         # sessions attached after it is set)
         self.schedule = schedule
         self.peers: dict[int, UdpPeer] = {}
@@ -331,7 +331,7 @@ class QuickRouter:
         self._ack(peer, datagram.seq, None)
 
     def _refuse(self, peer: UdpPeer, seq: int, exc: ProtocolViolation) -> None:
-        """ACK with the code, and the same error over TCP with the datagram's seq (PROTOCOL.md 8, UDP)."""
+        """ACK with the code, and the same error over TCP with the datagram's seq (docs/protocol.md 8, UDP)."""
         self.stats["quick_refused"] += 1
         _remember(peer.window.ack_codes, seq, exc.code.value)
         self._ack(peer, seq, exc.code.value)
@@ -399,7 +399,7 @@ class QuickRouter:
         peer = session.udp
         if request.seq is not None and peer is not None:
             earlier = peer.qids.get(request.seq)
-            if earlier is not None:  # it did arrive by UDP: PROTOCOL.md 8, not delivered again
+            if earlier is not None:  # it did arrive by UDP: docs/protocol.md 8, not delivered again
                 session.send(wire.QuickOk(qid=earlier, ref=request.ref))
                 return
         body = dg.QuickRequest(

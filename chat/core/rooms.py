@@ -1,6 +1,6 @@
 """Rooms: who is in which room, batched fan-out, and the watermark that makes a join exactly-once.
 
-A room exists while it has members; it keeps the spelling of the join that created it (PROTOCOL.md 8).
+A room exists while it has members; it keeps the spelling of the join that created it (docs/protocol.md 8).
 
 Fan-out is batched per loop turn: `publish` appends an event to the room's pending list and asks, once per turn,
 to be flushed; `flush` encodes the pending events once per codec, joins them, and hands the same encoded batch to
@@ -9,7 +9,7 @@ however many messages the turn carried. Order is kept: every member sees the roo
 added during a turn gets the turn's events from where it came in (the joins of one turn share one batch), and one
 leaving gets everything published before it leaves (`remove` flushes first).
 
-The join watermark (PROTOCOL.md 8, "a message is either in `joined.messages` or sent live, never both and never
+The join watermark (docs/protocol.md 8, "a message is either in `joined.messages` or sent live, never both and never
 neither"): a joiner is added first, as *joining*: the room's events from then on are held for it, not sent. The
 room's `watermark` is the highest message id published to it before that moment (or the engine's committed id when
 the room is new), so every message up to it is stored and was fanned out before the joiner was added. The service
@@ -18,7 +18,7 @@ held events. A message is in the page if its id is at most the watermark, held o
 
 An event about a member that the member itself must not get (its own `presence join`, `away`, `nick`) goes through
 the batch too, with `publish(..., skip=member)`: the other members get it with the turn's other events, so a codec
-that merges presence events (presence-batch, PROTOCOL.md 10.2) makes one frame of the joins of one turn. A skipped
+that merges presence events (presence-batch, docs/protocol.md 10.2) makes one frame of the joins of one turn. A skipped
 member still joining simply does not have it held; a skipped live member gets the turn's batch without it, encoded
 for it alone (rare: one member per away or nick change, never a message).
 """
@@ -78,7 +78,7 @@ class Room:
         """Add a member; with `hold`, its events are held until `release` (a join in progress).
 
         The turn's pending events are not flushed: the member is marked as coming in at their current end, and gets
-        only what is published after it, so the joins of one turn share one batch (PROTOCOL.md 10.2)."""
+        only what is published after it, so the joins of one turn share one batch (docs/protocol.md 10.2)."""
         if self._pending:
             self._added_at[session] = len(self._pending)
         self.members[session] = None

@@ -3,7 +3,7 @@
 The service sees connections only as `Session`s with a `Peer` (chat/core/ports.py) and sends them typed events;
 shared state (rooms, ids, who is connected, nick holds) is the engine's, history is the store's.
 
-Invariants (PROTOCOL.md 8):
+Invariants (docs/protocol.md 8):
 - One connection per identity; a login with an identity's token takes over (the old one gets `session_taken`).
 - A `message` goes out only after its commit (the store's group commit), to the members of its room at that
   moment, or to the sender and the recipient of a private message; it is encoded once per codec.
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 HISTORY_LIMIT_DEFAULT = 50
 HISTORY_LIMIT_MAX = 100
-# PROTOCOL.md 1.8: a header of this many bytes or more spends one token per such part before it is decoded, so the
+# docs/protocol.md 1.8: a header of this many bytes or more spends one token per such part before it is decoded, so the
 # work of decoding it (about 12 ms for 64 KiB of small integers) is paid for first, and over the rate it is not done
 HEADER_TOKEN_BYTES = 1024
 ROOM_KEY_CACHE = 4096
@@ -98,7 +98,7 @@ def fit_page(
     limit: int = MAX_SERVER_HEADER,
     size: Callable[[msgspec.Struct], int] = json_size,
 ) -> wire.ServerFrame:
-    """A `joined` or `history` event whose header fits in `limit` (PROTOCOL.md 3.11, "the 1 MiB cut").
+    """A `joined` or `history` event whose header fits in `limit` (docs/protocol.md 3.11, "the 1 MiB cut").
 
     Messages are taken from the near end of the page (the oldest with `keep_oldest`, else the newest), each encoded
     once to add up its size (chat/protocol/pages.py), and the first that would pass the limit ends the page, which
@@ -136,7 +136,7 @@ class ChatService:
         self._room_keys: dict[str, str] = {}
         self._last_spoke: dict[Session, float] = {}  # loop time of each online session's last say or quick (whois)
         self.clock = clock  # loop time, for rate limits and timeouts
-        # PROTOCOL.md 1.10: no reply header over this; lists are cut to fit (chat/protocol/pages.py)
+        # docs/protocol.md 1.10: no reply header over this; lists are cut to fit (chat/protocol/pages.py)
         self.max_reply_bytes = max_reply_bytes
         # Each identity's stored-bytes budget (docs/security.md): kept while it refills, also offline, so that
         # reconnecting does not reset it; `sweep` forgets the full ones of identities not connected.
@@ -188,7 +188,7 @@ class ChatService:
     # --- connection lifecycle ----------------------------------------------------------------------------------
 
     def greet(self, session: Session) -> None:
-        """Send `hello` with a fresh nonce (PROTOCOL.md 2.1)."""
+        """Send `hello` with a fresh nonce (docs/protocol.md 2.1)."""
         session.nonce = new_nonce()
         hello = wire.Hello(
             server=f"chat/{__version__}",
@@ -224,7 +224,7 @@ class ChatService:
         """Decode one frame, check state and rate, and run its handler; an awaitable if the handler must wait.
 
         Before `welcome` a `login` costs no token: it is the one request that must get through, and a refused one
-        closes the connection (PROTOCOL.md 8), so it cannot be repeated on the same connection anyway.
+        closes the connection (docs/protocol.md 8), so it cannot be repeated on the same connection anyway.
         """
         greeted = session.state is State.GREETED
         if len(header) >= HEADER_TOKEN_BYTES and not session.bucket.spend(
@@ -244,7 +244,7 @@ class ChatService:
                 self._error(session, exc.code, exc.message, exc.ref)
             return None
         kind = type(request)
-        # PROTOCOL.md 8: file chunks count against [files] bytes_per_second, not against the message rate
+        # docs/protocol.md 8: file chunks count against [files] bytes_per_second, not against the message rate
         exempt = kind is wire.Pong or kind is wire.FileChunk or (greeted and kind is wire.Login)
         if not exempt and not session.bucket.take(self.clock()):
             self._error(session, ErrorCode.RATE_LIMITED, "too many requests; slow down", request.ref)
@@ -292,10 +292,10 @@ class ChatService:
     # --- session -----------------------------------------------------------------------------------------------
 
     async def login(self, session: Session, request: wire.Login) -> None:
-        """Authenticate, pick the identity, take the nick, and send `welcome` (PROTOCOL.md 2 and 8)."""
+        """Authenticate, pick the identity, take the nick, and send `welcome` (docs/protocol.md 2 and 8)."""
         if session.state is State.ACTIVE:
             raise ProtocolViolation(ErrorCode.ALREADY_LOGGED_IN, f"already logged in as {session.nick!r}")
-        nonce, session.nonce = session.nonce, None  # PROTOCOL.md 2.2: a nonce is good for one attempt
+        nonce, session.nonce = session.nonce, None  # docs/protocol.md 2.2: a nonce is good for one attempt
         address = address_key(str(session.address[0])) if isinstance(session.address, tuple) else str(session.address)
         now_loop = self.clock()
         refusal = self.addresses.login_refusal(address, now_loop) or self._login_refusal(request, nonce)
@@ -347,7 +347,7 @@ class ChatService:
         self.store.hold_nick(key, nick, identity, now)
         session.identity, session.token, session.nick, session.nick_key = identity, token, nick, key
         session.storage = self._storage_budget(identity, self.clock())
-        caps = None if request.caps is None else extensions.negotiate(request.caps)  # PROTOCOL.md 10
+        caps = None if request.caps is None else extensions.negotiate(request.caps)  # docs/protocol.md 10
         if caps:
             session.caps = frozenset(caps)
             session.peer.negotiated(session.caps)
@@ -396,14 +396,14 @@ class ChatService:
                 del self._storage_budgets[identity]
 
     def _taken(self, nick: str, key: str, identity: int | None, now: int) -> str:
-        """The `nick_taken` message, naming the nick it looks like when that one is the reason (PROTOCOL.md 2.8)."""
+        """The `nick_taken` message, naming the nick it looks like when that one is the reason (protocol.md 2.8)."""
         lookalike = self.engine.taken_lookalike(key, identity, now, self.hold_ms, nick)
         if lookalike is not None:
             return f"nick {nick!r} looks like {lookalike!r}, which is taken"
         return f"nick {nick!r} is taken"
 
     def _limits_for(self, caps: frozenset[str]) -> dict[str, float | int]:
-        """`welcome.limits`: with lazy-members, also the size of a member page (PROTOCOL.md 10.4)."""
+        """`welcome.limits`: with lazy-members, also the size of a member page (docs/protocol.md 10.4)."""
         if extensions.LAZY_MEMBERS in caps:
             return {**self.welcome_limits, "members_page": extensions.MEMBERS_PAGE}
         return self.welcome_limits
@@ -431,7 +431,7 @@ class ChatService:
         """An answer to our keepalive; reading it already counted as activity."""
 
     def quit(self, session: Session, request: wire.Quit) -> None:
-        """Leave cleanly: rooms hear `quit`, then the connection closes (PROTOCOL.md 2.5)."""
+        """Leave cleanly: rooms hear `quit`, then the connection closes (docs/protocol.md 2.5)."""
         self.connection_lost(session)
         session.close()
 
@@ -448,14 +448,14 @@ class ChatService:
         room = session.rooms.get(key)
         newly = room is None
         if room is None and self.rooms.get(key) is None:
-            lookalike = self.rooms.lookalike(name, key)  # PROTOCOL.md 3.1: a new room may not look like a live one
+            lookalike = self.rooms.lookalike(name, key)  # docs/protocol.md 3.1: a new room may not look like a live one
             if lookalike is not None:
                 raise ProtocolViolation(ErrorCode.BAD_ROOM, f"room {name!r} looks like the room {lookalike.name!r}")
         if room is None:
             room = self.rooms.add_member(name, key, session, hold=True)
             session.rooms[key] = room
             # Batched with the turn's other events (chat/core/rooms.py), so presence-batch members get the joins
-            # of one turn as one frame (PROTOCOL.md 10.2); `resumed` is written only for them (9.2).
+            # of one turn as one frame (docs/protocol.md 10.2); `resumed` is written only for them (9.2).
             presence = wire.Presence(room=room.name, nick=session.nick, event="join", resumed=request.resumed or None)
             room.publish(presence, skip=session)
         watermark = room.watermark
@@ -470,7 +470,7 @@ class ChatService:
         if not session.open or session.rooms.get(key) is not room:
             return
         member_count: int | None = None
-        if extensions.LAZY_MEMBERS in session.caps:  # PROTOCOL.md 10.4: the first page, in folded nick order
+        if extensions.LAZY_MEMBERS in session.caps:  # docs/protocol.md 10.4: the first page, in folded nick order
             member_count = len(room)
             members = [member.nick for member in self._member_page(room, None, extensions.MEMBERS_PAGE)[0]]
         else:
@@ -517,8 +517,8 @@ class ChatService:
         if room is None:
             raise ProtocolViolation(ErrorCode.NO_SUCH_ROOM, f"no room {name!r}")
         paged = request.after is not None or request.limit is not None
-        if not paged or extensions.LAZY_MEMBERS not in session.caps:  # PROTOCOL.md 10.4: else the fields are ignored
-            # PROTOCOL.md 3.7: the whole list, in join order, cut at the frame limit (long away texts) and marked
+        if not paged or extensions.LAZY_MEMBERS not in session.caps:  # protocol.md 10.4: else the fields are ignored
+            # docs/protocol.md 3.7: the whole list, in join order, cut at the frame limit (long away texts) and marked
             envelope = json_size(wire.Members(room=room.name, members=[], ref=request.ref))
             members, cut = pages.fit(
                 (wire.Member(nick=m.nick, away=m.away) for m in room),
@@ -547,7 +547,7 @@ class ChatService:
         )
 
     def whois(self, session: Session, request: wire.Whois) -> None:
-        """PROTOCOL.md 3.13: rooms, away, idle time and login time of a nick in use; when a held one was last used."""
+        """protocol.md 3.13: rooms, away, idle time and login time of a nick in use; when a held one was last used."""
         nick = checked_nick(request.nick)
         key = fold(nick)
         online = self.engine.by_nick(key)
@@ -573,7 +573,7 @@ class ChatService:
     @staticmethod
     def _member_page(room: Room, after: str | None, limit: int) -> tuple[list[Session], bool]:
         """Up to `limit` members in folded nick order, after the nick `after` (exclusive, folded; it need not be a
-        member any more), and whether more follow (PROTOCOL.md 10.4)."""
+        member any more), and whether more follow (docs/protocol.md 10.4)."""
         ordered = sorted(room, key=lambda m: m.nick_key)
         start = 0
         if after is not None:
@@ -582,7 +582,7 @@ class ChatService:
         return page, start + limit < len(ordered)
 
     def list_rooms(self, session: Session, request: wire.ListRooms) -> None:
-        """PROTOCOL.md 3.8: rooms in folded-name order after `after`, as many as fit under the frame limit; a cut
+        """docs/protocol.md 3.8: rooms in folded-name order after `after`, as many as fit under the frame limit; a cut
         list names the last room it holds in `next`."""
         ordered, keys = self._rooms_in_order()
         start = 0 if request.after is None else bisect.bisect_right(keys, fold(request.after))
@@ -619,7 +619,7 @@ class ChatService:
             raise ProtocolViolation(ErrorCode.NICK_TAKEN, self._taken(nick, key, session.identity, now))
         session.nick, session.nick_key = nick, key
         if old_key != key:
-            self.engine.hold_nick(old_key, old_nick, session.identity, now)  # still held by us (PROTOCOL.md 8)
+            self.engine.hold_nick(old_key, old_nick, session.identity, now)  # still held by us (docs/protocol.md 8)
             self.store.hold_nick(old_key, old_nick, session.identity, now)
         self.store.hold_nick(key, nick, session.identity, now)
         session.send(wire.NickChanged(nick=nick, old=old_nick, ref=request.ref))
@@ -631,7 +631,7 @@ class ChatService:
     # --- messages ----------------------------------------------------------------------------------------------
 
     def say(self, session: Session, request: wire.Say) -> None:
-        """Check it in the order of PROTOCOL.md 3.4 (one target, the text, the target), charge the identity's
+        """Check it in the order of docs/protocol.md 3.4 (one target, the text, the target), charge the identity's
         storage budget, queue it for storage; the commit callback fans the message out (the echo is the ack)."""
         now = self.clock()
         self._last_spoke[session] = now
@@ -714,7 +714,7 @@ class ChatService:
 
     def _deliver_room(self, sender: Session, room_key: str, result: Appended) -> None:
         event = to_wire(result.message)
-        if result.duplicate:  # PROTOCOL.md 3: a repeated cid gets the original message, to its sender only
+        if result.duplicate:  # docs/protocol.md 3: a repeated cid gets the original message, to its sender only
             sender.send(event)
             return
         room = self.rooms.get(room_key)
@@ -729,7 +729,7 @@ class ChatService:
         if result.duplicate:
             return
         # The recipient is an identity: its connection gets the message live even when it has since moved to
-        # another nick, so a resume with `since` never skips a stored message below a live one (PROTOCOL.md 8).
+        # another nick, so a resume with `since` never skips a stored message below a live one (docs/protocol.md 8).
         assert draft.recipient_identity is not None
         recipient = self.engine.by_identity(draft.recipient_identity)
         if recipient is not None and recipient is not sender:
@@ -779,7 +779,7 @@ class ChatService:
         session.send(fit_page(build, page, keep_oldest=request.after is not None, limit=self.max_reply_bytes))
 
     def quick_send(self, session: Session, request: wire.QuickSend) -> None:
-        """A quick message over TCP (PROTOCOL.md 6): answered with `quick_ok` or an error."""
+        """A quick message over TCP (docs/protocol.md 6): answered with `quick_ok` or an error."""
         self.quick.quick_request(session, request, self.clock())
 
     # --- keepalive -----------------------------------------------------------------------------------------------

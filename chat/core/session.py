@@ -98,7 +98,7 @@ class Session:
         self.peer.send_event(event)
 
     def close_with(self, code: ErrorCode, message: str, ref: Ref | None = None) -> None:
-        """Send a closing error, then close once it is written (PROTOCOL.md 8, errors that close)."""
+        """Send a closing error, then close once it is written (docs/protocol.md 8, errors that close)."""
         if self.state is not State.CLOSING:
             self.state = State.CLOSING
             self.peer.close_with(code, message, ref)

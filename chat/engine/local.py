@@ -13,7 +13,7 @@ held on another node needs a round trip, and login already awaits the store.
 
 Invariants:
 - One session per identity, one session per folded nick.
-- Lookalikes (PROTOCOL.md 8, "Lookalikes"): every nick in the nick table is indexed under its confusable keys (TS #39
+- Lookalikes (protocol.md 8, "Lookalikes"): every nick in the nick table is indexed under its confusable keys (TS #39
   skeletons, chat/protocol/names.py); a nick is free for an identity only if every nick sharing a key with it is
   free for that identity too. The keys depend on the folded nick only, so the index follows the table's keys:
   built in `load`, added to in `hold_nick`, never moved by a new spelling.
@@ -166,7 +166,7 @@ class LocalEngine:
 
     def nick_free_for(self, key: str, identity: int | None, now_ms: int, hold_ms: int, nick: str | None = None) -> bool:
         """May `identity` (None: a new one) take the nick `nick` (folded: `key`)? Not if another identity is on it or
-        holds it, or on or holding a nick that looks like it (the same confusable key, PROTOCOL.md 8)."""
+        holds it, or on or holding a nick that looks like it (the same confusable key, docs/protocol.md 8)."""
         if not self._fold_free_for(key, identity, now_ms, hold_ms):
             return False
         return all(
@@ -184,7 +184,7 @@ class LocalEngine:
 
     def taken_lookalike(self, key: str, identity: int | None, now_ms: int, hold_ms: int, nick: str) -> str | None:
         """The spelling of a nick that looks like `nick` and is not free for `identity`, if that is why it is not
-        free: the nick itself is (for the error message, PROTOCOL.md 2.8)."""
+        free: the nick itself is (for the error message, docs/protocol.md 2.8)."""
         if not self._fold_free_for(key, identity, now_ms, hold_ms):
             return None
         for other in sorted(self.lookalike_nicks(nick) - {key}):

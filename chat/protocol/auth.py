@@ -1,4 +1,4 @@
-"""Shared-secret login: HMAC-SHA256 over the raw nonce bytes followed by the UTF-8 nick (PROTOCOL.md 2.2).
+"""Shared-secret login: HMAC-SHA256 over the raw nonce bytes followed by the UTF-8 nick (docs/protocol.md 2.2).
 
 Randomness is passed in or drawn from `secrets`; nothing here keeps state. The server makes one nonce per connection
 and forgets it after the first login attempt, which is what makes it single use.
@@ -13,7 +13,7 @@ import secrets
 NONCE_BYTES = 32
 PROOF_BYTES = hashlib.sha256().digest_size
 UDP_KEY_BYTES = 32
-MAX_UDP_SID = 2**53 - 1  # PROTOCOL.md 8: exact in every JSON parser
+MAX_UDP_SID = 2**53 - 1  # docs/protocol.md 8: exact in every JSON parser
 
 
 def new_nonce() -> bytes:
@@ -43,7 +43,7 @@ def verify_proof(secret: str, nonce: bytes, nick: str, proof: object) -> bool:
 
 
 def new_session_token() -> str:
-    """An identity's secret token (PROTOCOL.md 8: a session token is an identity)."""
+    """An identity's secret token (docs/protocol.md 8: a session token is an identity)."""
     return secrets.token_urlsafe(32)
 
 

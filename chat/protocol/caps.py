@@ -1,4 +1,4 @@
-"""Protocol extensions a client may ask for at login (PROTOCOL.md 10): their names and their fixed numbers.
+"""Protocol extensions a client may ask for at login (docs/protocol.md 10): their names and their fixed numbers.
 
 A client that asks for none sees protocol 1 exactly as sections 1-8 describe it; each extension changes only what
 its own section says, and only for the connection that negotiated it.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-PRESENCE_BATCH = "presence-batch"  # PROTOCOL.md 10.2: a turn's presence events of a room as one `presences` frame
-LAZY_MEMBERS = "lazy-members"  # PROTOCOL.md 10.4: `joined` has the first page of members; `who` pages
+PRESENCE_BATCH = "presence-batch"  # docs/protocol.md 10.2: a turn's presence events of a room as one `presences` frame
+LAZY_MEMBERS = "lazy-members"  # docs/protocol.md 10.4: `joined` has the first page of members; `who` pages
 SUPPORTED = (PRESENCE_BATCH, LAZY_MEMBERS)
-MEMBERS_PAGE = 100  # PROTOCOL.md 10.4: members in `joined`, and the most in one `who` page
+MEMBERS_PAGE = 100  # docs/protocol.md 10.4: members in `joined`, and the most in one `who` page
 
 
 def negotiate(asked: Iterable[str]) -> list[str]:

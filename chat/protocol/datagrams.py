@@ -1,4 +1,4 @@
-"""UDP quick-message datagrams (PROTOCOL.md 6): layout, HMAC tag, bodies.
+"""UDP quick-message datagrams (docs/protocol.md 6): layout, HMAC tag, bodies.
 
     +--------+---------+------------+----------+-------------------+-----------+
     | ver u8 | kind u8 | sid u64    | seq u32  | body: JSON or none| tag 16 B  |
@@ -190,7 +190,7 @@ def decode_body(raw: bytes, body_type: type[BodyT]) -> BodyT:
 
 # --- replay window ----------------------------------------------------------------------------------------------
 
-WINDOW = 1024  # PROTOCOL.md 8: at least the last 1,024 seq values of each session
+WINDOW = 1024  # docs/protocol.md 8: at least the last 1,024 seq values of each session
 
 
 class Seen(IntEnum):
@@ -230,7 +230,7 @@ class ReplayWindow:
 
 # --- retransmission ---------------------------------------------------------------------------------------------
 
-RETRANSMIT_AFTER = (0.25, 0.75, 1.75, 3.75)  # seconds after the first send (PROTOCOL.md 6.4)
+RETRANSMIT_AFTER = (0.25, 0.75, 1.75, 3.75)  # seconds after the first send (docs/protocol.md 6.4)
 GIVE_UP_AFTER = 5.0  # then the message goes over TCP
 
 
@@ -238,7 +238,7 @@ GIVE_UP_AFTER = 5.0  # then the message goes over TCP
 class RetransmitSchedule:
     """When a datagram with no ACK is sent again, and when it is given up on, in seconds after its first send.
 
-    The protocol's schedule is the default (PROTOCOL.md 6.4); tests pass a shorter one to see a fallback in a
+    The protocol's schedule is the default (docs/protocol.md 6.4); tests pass a shorter one to see a fallback in a
     fraction of a second over real sockets.
     """
 

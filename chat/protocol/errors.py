@@ -7,7 +7,7 @@
      +-- StoreError               the history store cannot do what was asked (see chat.store.errors)
      +-- TlsUnavailable           the TLS port cannot be opened: certificate, key or port (see chat.server.tls)
 
-`CLOSING_CODES` lists the codes after which the server closes the connection (PROTOCOL.md 8).
+`CLOSING_CODES` lists the codes after which the server closes the connection (docs/protocol.md 8).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-# PROTOCOL.md 8, "Which errors close the connection". A refused login always closes, whatever its code.
+# docs/protocol.md 8, "Which errors close the connection". A refused login always closes, whatever its code.
 CLOSING_CODES = frozenset(
     {
         ErrorCode.FRAME_TOO_LARGE,

@@ -1,7 +1,7 @@
 """TCP framing: an 8-byte `!II` prefix (header length, payload length), a JSON header, raw payload bytes.
 
 Both lengths are checked against the limits right after the prefix is read, before a single byte of the header or
-payload is read or allocated (PROTOCOL.md 1). `FrameDecoder` is the sans-I/O reader used by the client and the tests;
+payload is read or allocated (protocol.md 1). `FrameDecoder` is the sans-I/O reader used by the client and the tests;
 the server reads the same layout with `StreamReader.readexactly`, calling `check_lengths` in between.
 """
 
@@ -17,7 +17,7 @@ PREFIX_SIZE = PREFIX.size
 
 DEFAULT_MAX_HEADER = 65_536
 DEFAULT_MAX_PAYLOAD = 1_048_576
-# PROTOCOL.md 8: the server never sends a header over 1 MiB, and clients accept headers up to that size.
+# docs/protocol.md 8: the server never sends a header over 1 MiB, and clients accept headers up to that size.
 MAX_SERVER_HEADER = 1_048_576
 
 
@@ -42,7 +42,7 @@ def parse_prefix(prefix: bytes, limits: FrameLimits) -> tuple[int, int]:
 
 
 def check_lengths(header_len: int, payload_len: int, limits: FrameLimits) -> None:
-    """Refuse lengths outside the limits, before anything of that size is read (PROTOCOL.md 1)."""
+    """Refuse lengths outside the limits, before anything of that size is read (docs/protocol.md 1)."""
     if not 1 <= header_len <= limits.max_header:
         raise FrameTooLarge(f"header length {header_len} is outside 1..{limits.max_header} bytes")
     if payload_len > limits.max_payload:

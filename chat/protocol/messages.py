@@ -5,7 +5,7 @@ frame answers `frame.type == "message"` like the wire does. `from` is a Python k
 renamed to `from` on the wire.
 
 `decode_request` turns header bytes into a request or raises ProtocolViolation with `bad_request` or `unknown_type`
-and a message that says which field was wrong (PROTOCOL.md 1 and 8, "Request errors").
+and a message that says which field was wrong (docs/protocol.md 1 and 8, "Request errors").
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from chat.protocol.errors import ErrorCode, ProtocolViolation
 from chat.protocol.frames import encode_frame
 
 INT64_MAX = 2**63 - 1
-MAX_NESTING = 32  # PROTOCOL.md 8: deeper headers are bad_request
+MAX_NESTING = 32  # docs/protocol.md 8: deeper headers are bad_request
 
 Ref = str | Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)]
 MessageId = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
@@ -43,7 +43,7 @@ class Login(Request, tag="login", kw_only=True):
     proof: str | None = None
     session: str | None = None
     since: MessageId | None = None
-    caps: list[str] | None = None  # PROTOCOL.md 10: extensions asked for; absent asks for none
+    caps: list[str] | None = None  # docs/protocol.md 10: extensions asked for; absent asks for none
 
 
 class Ping(Request, tag="ping", kw_only=True):
@@ -67,7 +67,7 @@ class Join(Request, tag="join", kw_only=True):
     type: ClassVar[str] = "join"
     room: str
     since: MessageId | None = None
-    resumed: bool = False  # PROTOCOL.md 10.3: a rejoin after a lost connection
+    resumed: bool = False  # docs/protocol.md 10.3: a rejoin after a lost connection
 
 
 class Part(Request, tag="part", kw_only=True):
@@ -98,7 +98,7 @@ class HistoryQuery(Request, tag="history", kw_only=True):
 
 
 class Who(Request, tag="who", kw_only=True):
-    """The members of a room; `after` and `limit` ask for one page of them (PROTOCOL.md 10.4, lazy-members)."""
+    """The members of a room; `after` and `limit` ask for one page of them (docs/protocol.md 10.4, lazy-members)."""
 
     type: ClassVar[str] = "who"
     room: str
@@ -107,7 +107,7 @@ class Who(Request, tag="who", kw_only=True):
 
 
 class Whois(Request, tag="whois", kw_only=True):
-    """What may be shared about a nick: online or when last seen, its rooms, away text, idle time (PROTOCOL.md 3.13)."""
+    """What may be shared about a nick: online or when last seen, its rooms, away text, idle time (protocol.md 3.13)."""
 
     type: ClassVar[str] = "whois"
     nick: str
@@ -125,7 +125,7 @@ class ChangeNick(Request, tag="nick", kw_only=True):
 
 class ListRooms(Request, tag="rooms", kw_only=True):
     """The rooms that exist; `after` (a room name, exclusive, in folded order) asks for the page after it, as the
-    `next` of the previous reply names it (PROTOCOL.md 3.8: a list over the frame limit comes in pages)."""
+    `next` of the previous reply names it (docs/protocol.md 3.8: a list over the frame limit comes in pages)."""
 
     type: ClassVar[str] = "rooms"
     after: str | None = None
@@ -133,7 +133,7 @@ class ListRooms(Request, tag="rooms", kw_only=True):
 
 class QuickSend(Request, tag="quick", kw_only=True):
     """A quick message over TCP: one too big for a datagram, one whose datagram got no ACK (with its `seq`), or one
-    from a client whose UDP is blocked (PROTOCOL.md 6)."""
+    from a client whose UDP is blocked (docs/protocol.md 6)."""
 
     type: ClassVar[str] = "quick"
     to: str | None = None
@@ -147,7 +147,7 @@ class QuickSend(Request, tag="quick", kw_only=True):
 Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 FileId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Offset = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
-MAX_CHUNK = 64 * 1024  # PROTOCOL.md 5: at most 64 KiB of data per file_chunk
+MAX_CHUNK = 64 * 1024  # docs/protocol.md 5: at most 64 KiB of data per file_chunk
 
 
 class FileOffer(Request, tag="file_offer", kw_only=True):
@@ -250,7 +250,7 @@ def _decode_request(raw: bytes) -> Request:
     """The general path of `decode_request`.
 
     The header is first decoded as plain JSON, which checks syntax and UTF-8 everywhere, unknown fields included;
-    then its nesting and integers are checked (PROTOCOL.md 8, "Request errors"); then it is converted to the
+    then its nesting and integers are checked (docs/protocol.md 8, "Request errors"); then it is converted to the
     typed request, which names the field that is wrong.
     """
     try:
@@ -333,7 +333,7 @@ class Welcome(ServerFrame, tag="welcome", kw_only=True):
     session: str
     udp: UdpInfo
     limits: dict[str, float | int]
-    caps: list[str] | None = None  # PROTOCOL.md 10: present only when the login asked
+    caps: list[str] | None = None  # docs/protocol.md 10: present only when the login asked
     ref: Ref | None = None
 
 
@@ -370,7 +370,7 @@ class Joined(ServerFrame, tag="joined", kw_only=True):
     members: list[str]
     messages: list[Message]
     truncated: bool
-    member_count: int | None = None  # PROTOCOL.md 10.4, lazy-members: `members` is then the first page
+    member_count: int | None = None  # docs/protocol.md 10.4, lazy-members: `members` is then the first page
     ref: Ref | None = None
 
 
@@ -389,7 +389,7 @@ class Presence(ServerFrame, tag="presence", kw_only=True):
     event: str
     old: str | None = None
     text: str | None = None
-    # A join that is a rejoin after a lost connection. Written only inside `presences` (PROTOCOL.md 10.2): the
+    # A join that is a rejoin after a lost connection. Written only inside `presences` (docs/protocol.md 10.2): the
     # plain `presence` frame never carries it (chat/server/tcp.py drops it).
     resumed: bool | None = None
 
@@ -405,7 +405,7 @@ class PresenceEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Presences(ServerFrame, tag="presences", kw_only=True):
-    """Presence events of one room, in order, as one frame (PROTOCOL.md 10.2, presence-batch)."""
+    """Presence events of one room, in order, as one frame (docs/protocol.md 10.2, presence-batch)."""
 
     type: ClassVar[str] = "presences"
     room: str
@@ -431,9 +431,9 @@ class Members(ServerFrame, tag="members", kw_only=True):
     type: ClassVar[str] = "members"
     room: str
     members: list[Member]
-    # PROTOCOL.md 3.7: the whole list (in join order) cut at the frame limit; written only when true
+    # docs/protocol.md 3.7: the whole list (in join order) cut at the frame limit; written only when true
     truncated: bool = False
-    # PROTOCOL.md 10.4: a page (`who` with `after` or `limit`, lazy-members) has the room's member count and the
+    # docs/protocol.md 10.4: a page (`who` with `after` or `limit`, lazy-members) has the room's member count and the
     # nick to pass as `after` for the next page, null after the last one; a whole list has neither.
     count: int | msgspec.UnsetType = msgspec.UNSET
     next: str | msgspec.UnsetType | None = msgspec.UNSET
@@ -441,7 +441,7 @@ class Members(ServerFrame, tag="members", kw_only=True):
 
 
 class WhoisInfo(ServerFrame, tag="whois", kw_only=True):
-    """The answer to `whois` (PROTOCOL.md 3.13): for a nick in use, its rooms, away text, idle seconds and login
+    """The answer to `whois` (docs/protocol.md 3.13): for a nick in use, its rooms, away text, idle seconds and login
     time; for a nick held by an identity that is offline, when it last used it."""
 
     type: ClassVar[str] = "whois"
@@ -477,7 +477,7 @@ class RoomInfo(msgspec.Struct, kw_only=True):
 
 class RoomList(ServerFrame, tag="rooms", kw_only=True):
     """Rooms in folded-name order; `next`, written only when the list was cut at the frame limit, is the `after` of
-    the request for the rest (PROTOCOL.md 3.8)."""
+    the request for the rest (docs/protocol.md 3.8)."""
 
     type: ClassVar[str] = "rooms"
     rooms: list[RoomInfo]
@@ -498,7 +498,7 @@ class ServerPong(ServerFrame, tag="pong", kw_only=True):
 
 
 class Error(ServerFrame, tag="error", kw_only=True):
-    """An error; `seq` names the quick-message datagram it refuses, when it refuses one (PROTOCOL.md 8, UDP)."""
+    """An error; `seq` names the quick-message datagram it refuses, when it refuses one (docs/protocol.md 8, UDP)."""
 
     type: ClassVar[str] = "error"
     code: str

@@ -1,4 +1,4 @@
-"""Rules for nicks, room names and message text (PROTOCOL.md 2.2, 3 and 8, "Characters" and "Spelling").
+"""Rules for nicks, room names and message text (docs/protocol.md 2.2, 3 and 8, "Characters" and "Spelling").
 
 A name is 1 to 32 code points after NFC, made of letters (L*), marks (M*, never first) and decimal digits (Nd) of
 any script plus `_`, `-` and `.`; everything else (spaces, zero-width and bidi format characters, symbols, `²`)
@@ -6,7 +6,7 @@ is refused. Two names are the same when their `fold()` forms are equal. A text i
 NFC with no control character (category Cc: C0, DEL, C1) other than newline and tab, so no message can carry a
 terminal escape sequence.
 
-Names people can trust (PROTOCOL.md 8, "Lookalikes"; docs/security.md, Names), all from Unicode TS #39 as ICU's
+Names people can trust (docs/protocol.md 8, "Lookalikes"; docs/security.md, Names), all from Unicode TS #39 as ICU's
 spoof checker implements it (the `icu` module of PyICU), never from a list of our own:
 - a name has no character TS #39 restricts for its form (Identifier_Type Default_Ignorable, such as U+034F, U+FE0F,
   U+180B, the U+3164 Hangul filler; Not_NFKC, such as fullwidth letters; Technical, such as small capitals; Not_XID,

@@ -1,5 +1,5 @@
 """Replies that carry a list (`rooms`, `members`, the messages of `joined` and `history`) cut to fit under the
-server's header limit (PROTOCOL.md 1.10: never over 1 MiB), without encoding the reply more than once.
+server's header limit (docs/protocol.md 1.10: never over 1 MiB), without encoding the reply more than once.
 
 Why it can be done item by item: a JSON reply is its envelope (the reply with an empty list) plus, for n items,
 their encodings and the n - 1 commas between them; JSON puts nothing else around an element. So each item is

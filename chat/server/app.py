@@ -334,7 +334,7 @@ class ChatServer:
         await self.prune_history(now_ms())
 
     async def prune_history(self, now: int) -> int:
-        """Retention (`[history] retention_days`, PROTOCOL.md 8): delete the messages and files older than that as
+        """Retention (`[history] retention_days`, docs/protocol.md 8): delete the messages and files older than that as
         of `now` (ms since the epoch; the sweep passes the wall clock), and return how many messages went."""
         days = self.config.history.retention_days
         removed = 0

@@ -1,6 +1,6 @@
 """The TCP listener's connections: frames read with `readexactly`, events written in one call per loop turn.
 
-Reading: 8 bytes of prefix, both lengths checked (PROTOCOL.md 1), then exactly the header and the payload in one
+Reading: 8 bytes of prefix, both lengths checked (docs/protocol.md 1), then exactly the header and the payload in one
 `readexactly`; a length over its limit is answered with `frame_too_large` and the connection closes before
 anything of that size is read. Frames already buffered are handled one after another without yielding to the loop
 (`readexactly` returns at once when the bytes are there); only a handler that must wait (login, join, history)
@@ -71,7 +71,7 @@ class FrameCodec:
             return encode_frame(self._encode(msgspec.structs.replace(event, data=b"")), event.data)
         if kind is Presence:
             assert isinstance(event, Presence)
-            if event.resumed:  # PROTOCOL.md 10.2: `resumed` is written only inside `presences`
+            if event.resumed:  # docs/protocol.md 10.2: `resumed` is written only inside `presences`
                 event = msgspec.structs.replace(event, resumed=None)
         header = self._encode(event)
         return self._pack(len(header), 0) + header
@@ -89,7 +89,7 @@ def _presence_event(event: Presence) -> PresenceEvent:
 
 
 class BatchFrameCodec(FrameCodec):
-    """The frames of a `presence-batch` connection (PROTOCOL.md 10.2): every presence goes out in a `presences`
+    """The frames of a `presence-batch` connection (docs/protocol.md 10.2): every presence goes out in a `presences`
     frame, and consecutive presence events of one room in a batch are merged into one such frame, so a turn in
     which N members join costs each member one frame, not N."""
 

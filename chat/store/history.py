@@ -346,7 +346,7 @@ class HistoryStore:
     def page(self, scope: Scope, *, after: int | None = None, before: int | None = None, limit: int = 50) -> Page:
         """A page of `scope`, ascending. With `after` (alone or with `before`): the oldest `limit` above it; with
         only `before`: the newest `limit` below it; with neither: the newest `limit`. `truncated` says more
-        messages lie beyond the page in its direction (PROTOCOL.md 8, "Paging")."""
+        messages lie beyond the page in its direction (docs/protocol.md 8, "Paging")."""
         sql, params = _page_sql(scope, after, before, limit + 1)
         rows = self._db.execute(sql, params).fetchall()
         truncated = len(rows) > limit

@@ -28,9 +28,9 @@ logger = logging.getLogger("chat.tui")
 HISTORY_PAGE = 50
 FIND_SHOWN = 20  # /find lists at most this many lines, the newest
 FIND_TEXT_CHARS = 100  # of each line's text
-HISTORY_LIMIT = 100  # PROTOCOL.md 2.5: history_limit
+HISTORY_LIMIT = 100  # docs/protocol.md 2.5: history_limit
 NUDGE_TEXT = "nudge"
-FULL_FID = re.compile(r"[0-9a-f]{32}")  # PROTOCOL.md 5.1: a fid is 32 hex digits chosen by the server
+FULL_FID = re.compile(r"[0-9a-f]{32}")  # docs/protocol.md 5.1: a fid is 32 hex digits chosen by the server
 MAX_AMBIGUOUS_SHOWN = 5
 HELP_KEYS = (
     "Enter send · Alt-Enter or Ctrl-J new line · Tab complete · Up/Down input history",
@@ -141,7 +141,7 @@ class CommandActions:
         if not room:
             self._usage("topic")
             return
-        # PROTOCOL.md has no topic yet: say so rather than pretend one was set
+        # docs/protocol.md has no topic yet: say so rather than pretend one was set
         change = " (and cannot be set)" if text.strip() else ""
         self.model.notice(f"{room} has no topic: rooms on this server have none yet{change}", conversation)
 
@@ -402,7 +402,7 @@ def whois_refusal(exc: ServerError) -> str:
 
 
 def whois_lines(info: WhoisInfo, now: float, local: LocalTime = time.localtime) -> list[str]:
-    """What /whois shows of the server's answer (PROTOCOL.md 3.13): connected or when last seen; then its rooms,
+    """What /whois shows of the server's answer (docs/protocol.md 3.13): connected or when last seen; then its rooms,
     away text, idle time and since when it is connected, a line each so a narrow pane reads them too."""
     if not info.online:
         if isinstance(info.seen, int):

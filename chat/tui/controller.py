@@ -109,7 +109,7 @@ class Settings:
     connect_timeout: float = 10.0
     backoff_initial: float = 0.5
     backoff_max: float = 10.0
-    # PROTOCOL.md 8: the server's default text limit; the welcome does not say the server's own, so longer lines
+    # docs/protocol.md 8: the server's default text limit; the welcome does not say the server's own, so longer lines
     # are split at this one
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     highlight: tuple[str, ...] = ()  # words that count as a mention besides the nick ([client] highlight)
@@ -222,7 +222,7 @@ class Controller:
             self._login_nick = self.nick
             session = self._saved.session
             # With a token, `since` is always sent: without it the library counts every private message already
-            # stored as seen (PROTOCOL.md 3), so one sent to us while we were away would never be shown. An
+            # stored as seen (docs/protocol.md 3), so one sent to us while we were away would never be shown. An
             # identity that never showed a private message has seen none of them: 0.
             since = (self._saved.private or 0) if session else None
             self.model.set_connection(LinkState.CONNECTING, f"connecting to {host}:{port}")
@@ -357,7 +357,7 @@ class Controller:
         self._replayed[key] = max((m.id for m in joined.messages), default=0) if since is None else 0
         conversation.joined = True
         self.model.set_members(joined.room, [(nick, None) for nick in joined.members])
-        # PROTOCOL.md 10.4: with lazy-members, `members` is only the first page; the count is the whole room
+        # docs/protocol.md 10.4: with lazy-members, `members` is only the first page; the count is the whole room
         others = (joined.member_count if joined.member_count is not None else len(joined.members)) - 1
         company = "nobody else is here" if others == 0 else f"{others} other{'s' if others > 1 else ''} here"
         self.model.notice(f"you joined {joined.room}; {company}", conversation, kind=LineKind.JOIN)
@@ -419,7 +419,7 @@ class Controller:
         if isinstance(event, Message):
             self._on_message(event)
         elif isinstance(event, Presence):
-            # PROTOCOL.md 10.3: a resumed join is someone who only reconnected: a member again, but not news
+            # docs/protocol.md 10.3: a resumed join is someone who only reconnected: a member again, but not news
             quiet = bool(event.resumed) and event.event == "join"
             self.model.presence(event.room, event.nick, event.event, old=event.old, text=event.text, quiet=quiet)
         elif isinstance(event, Error):

@@ -11,7 +11,7 @@ Life of a transfer:
     and in every case the Transfer leaves model.transfers.
 
 What a cancellation keeps comes from the library and the server: a cancelled upload stays on the server as a partial
-upload of our identity (PROTOCOL.md 5.1, for `[files] resume_seconds`), and sending the same file again goes on from
+upload of our identity (protocol.md 5.1, for `[files] resume_seconds`), and sending the same file again goes on from
 where it stopped; a cancelled download keeps its bytes in `<name>.part`, and a /get of the same file into the same
 folder goes on from them (`chat.tui.paths.download_target`). The protocol has no way to stop a download the server
 is streaming: after a cancelled /get the server goes on sending the rest of the file, which the library drops.

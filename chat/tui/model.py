@@ -716,7 +716,7 @@ class ChatModel:
     def presence(
         self, room: str, nick: str, event: str, *, old: str | None = None, text: str | None = None, quiet: bool = False
     ) -> None:
-        """Someone joined, parted, quit, changed nick or went away in a room (PROTOCOL.md 3.6); `quiet`: a join
+        """Someone joined, parted, quit, changed nick or went away in a room (docs/protocol.md 3.6); `quiet`: a join
         that is only a rejoin after a lost connection (10.3) updates the members without a line."""
         conversation = self.find(Kind.ROOM, room)
         if conversation is None:
@@ -861,7 +861,7 @@ def _kind_of(text: str) -> tuple[LineKind, str]:
 
 
 def _renamed(members: dict[str, Member], old: str, new: str) -> dict[str, Member]:
-    """The members with `old` renamed to `new` in its place (PROTOCOL.md 3.7: a rename keeps the place)."""
+    """The members with `old` renamed to `new` in its place (docs/protocol.md 3.7: a rename keeps the place)."""
     old_key, new_key = fold(old), fold(new)
     if old_key not in members:
         return {**members, new_key: Member(new)}

@@ -6,12 +6,12 @@ isolates and other invisible format characters, and line or paragraph separators
 (`^[`, `^?`, `\\x9b`, `<U+202E>`), styled `class:control`. So nothing a peer sends can move the cursor, change the
 title, reach the clipboard (OSC 52), ring the bell or reorder what is shown; the only bell is the client's own,
 for a mention. The server already refuses control characters other than newline and tab in texts
-(PROTOCOL.md 8); this is the client's own line of defence, and it also covers names and error messages.
+(docs/protocol.md 8); this is the client's own line of defence, and it also covers names and error messages.
 
 Lookalikes: a nick or room name with letters of a script the viewer does not usually read (`usual_scripts`: Latin,
 the scripts of the own nick, and `[client] scripts`) is drawn with `FOREIGN_MARK` after it and `class:foreign-name`,
 so a Cyrillic nick drawn like a Latin one cannot pass for it (docs/security.md, Names). The server already
-refuses mixed scripts and lookalikes of names it knows (PROTOCOL.md 8); this is the client's own line of defence
+refuses mixed scripts and lookalikes of names it knows (docs/protocol.md 8); this is the client's own line of defence
 against names that are valid but new to the viewer.
 
 

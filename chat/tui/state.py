@@ -4,7 +4,7 @@ Per server (host and port) and nick, one small JSON file holds the session token
 the file is private to the user), the highest message id shown per room and for the private messages, the
 conversations open at exit and the messages not yet acknowledged then. The next run logs in with the token and the
 private `since`, joins the rooms with their `since`, and says the unacknowledged messages again with their `cid`:
-what came while it was away is shown, and nothing twice (PROTOCOL.md 4).
+what came while it was away is shown, and nothing twice (docs/protocol.md 4).
 
     $XDG_STATE_HOME/chat/            (default ~/.local/state/chat/)
         client.log                   the client's log
