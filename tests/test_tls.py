@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import ssl
 import stat
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -415,3 +417,23 @@ async def test_the_terminal_client_shows_a_changed_certificate_as_an_error_line(
             assert not tui.task.done(), "shown on screen, not raised"
         finally:
             await tui.quit()
+
+
+@pytest.mark.asyncio
+async def test_the_tls_port_refuses_a_large_frame_before_login_as_the_plain_port_does(tls_server: ChatServer) -> None:
+    """The limits before trust (docs/protocol.md 2.7) hold on every port: a 64 KiB header before `welcome` is
+    refused at its prefix over TLS too."""
+    assert tls_server.tls_port is not None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection("127.0.0.1", tls_server.tls_port, ssl=context)
+    try:
+        header_len, payload_len = struct.unpack("!II", await asyncio.wait_for(reader.readexactly(8), 5))
+        await reader.readexactly(header_len + payload_len)  # hello
+        writer.write(struct.pack("!II", 65_536, 0))
+        header_len, payload_len = struct.unpack("!II", await asyncio.wait_for(reader.readexactly(8), 5))
+        error = json.loads(await reader.readexactly(header_len))
+        assert (error["type"], error["code"]) == ("error", "frame_too_large")
+    finally:
+        writer.close()

@@ -229,11 +229,12 @@ class ChatServer:
         await self.close()
         await self.start()
 
-    def _new_connection(self) -> TcpConnection:
-        """The protocol of an accepted connection: a `TcpConnection` feeding its own `StreamReader`."""
+    def _new_connection(self, kind: type[TcpConnection] = TcpConnection) -> TcpConnection:
+        """The protocol of an accepted connection: a `TcpConnection` (or `kind`) feeding its own `StreamReader`,
+        with the same limits before and after login on every port."""
         assert self._turn is not None
         own = self.config.limits.max_buffered_bytes_per_connection
-        return TcpConnection(
+        return kind(
             asyncio.StreamReader(limit=own // 2),  # the reader stops reading the socket above twice its limit
             codec=self._codec,
             batch_codec=self._batch_codec,
@@ -246,18 +247,9 @@ class ChatServer:
             own_bytes=own,
         )
 
-    def _new_tls_connection(self) -> TlsConnection:
+    def _new_tls_connection(self) -> TcpConnection:
         """The protocol of a connection to the TLS port: greeted, as on the plain port, once its handshake is done."""
-        assert self._turn is not None
-        return TlsConnection(
-            asyncio.StreamReader(),
-            codec=self._codec,
-            batch_codec=self._batch_codec,
-            turn=self._turn,
-            limits=self._frame_limits,
-            send_queue_bytes=self.config.limits.send_queue_bytes,
-            on_open=self._on_open,
-        )
+        return self._new_connection(TlsConnection)
 
     def _on_connection(self, connection: TcpConnection) -> None:
         """A connection is made (on the TLS port: its handshake is done): greet it and start its read loop, or
